@@ -1,0 +1,352 @@
+#include "model/policy_spec.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/status_macros.h"
+
+namespace kvgrid {
+namespace {
+
+ParamSchema Int(std::string key, std::string help, std::string def = "", double min = 0,
+                double max = 1e12, bool required = false) {
+  ParamSchema p{std::move(key), ParamType::kInt, std::move(help)};
+  p.default_value = std::move(def);
+  p.min = min;
+  p.max = max;
+  p.required = required;
+  return p;
+}
+ParamSchema Ratio(std::string key, std::string help, std::string def = "") {
+  ParamSchema p{std::move(key), ParamType::kReal, std::move(help)};
+  p.default_value = std::move(def);
+  p.min = 0;
+  p.min_exclusive = true;
+  p.max = 1;
+  return p;
+}
+ParamSchema Enum(std::string key, std::string help, std::vector<std::string> choices,
+                 std::string def) {
+  ParamSchema p{std::move(key), ParamType::kEnum, std::move(help)};
+  p.choices = std::move(choices);
+  p.default_value = std::move(def);
+  return p;
+}
+ParamSchema IntList(std::string key, std::string help) {
+  ParamSchema p{std::move(key), ParamType::kIntList, std::move(help)};
+  p.min = 0;
+  p.max = 1e6;
+  return p;
+}
+
+// Budget knobs shared by the prefill scorers: an absolute token count or a keep ratio.
+std::vector<ParamSchema> BudgetParams() {
+  return {Int("budget", "tokens kept per head per layer (absolute)", "", 1),
+          Ratio("ratio", "fraction of the tokens kept, in (0,1]; kept = floor(n*ratio)"),
+          Int("interval", "decoding variant (streaming protocol): compress every N steps", "0", 0)};
+}
+
+std::vector<PolicySchema> BuildSchemas() {
+  std::vector<PolicySchema> s;
+  s.push_back({"full", "baseline: never evict", {}});
+  s.push_back({"window", "recent tokens only, no sinks (StreamingLLM with 0 sinks)",
+               {Int("window", "recent tokens kept", "", 1, 1e12, true)}});
+  s.push_back({"streaming_llm", "attention sinks + recent window (Xiao et al. 2023)",
+               {Int("sink_tokens", "first tokens always kept", "4", 0),
+                Int("window", "recent tokens kept", "", 1, 1e12, true)}});
+  s.push_back({"h2o", "heavy hitters (accumulated attention) + recent window, every step",
+               {Int("heavy", "heavy-hitter tokens kept (absolute)", "", 0),
+                Int("recent", "recent tokens kept (absolute)", "", 0),
+                Ratio("heavy_ratio", "heavy budget as a fraction of the prompt length"),
+                Ratio("recent_ratio", "recent budget as a fraction of the prompt length")}});
+  {
+    PolicySchema p{"snapkv", "observation-window attention, pooled, once at prefill", BudgetParams()};
+    p.params.push_back(Int("window", "observation window (last prompt tokens)", "32", 1));
+    p.params.push_back(Int("kernel", "pooling kernel (odd)", "7", 1, 63));
+    p.params.push_back(Enum("pooling", "pooling over the key axis", {"max", "avg"}, "max"));
+    s.push_back(p);
+    PolicySchema py = p;
+    py.name = "pyramidkv";
+    py.summary = "SnapKV scores with per-layer budgets decreasing with depth";
+    py.params.push_back(Int("beta", "pyramid steepness", "20", 1));
+    s.push_back(py);
+  }
+  {
+    PolicySchema p{"knorm", "keep the lowest key L2 norms (Devoto et al. 2024)", {}};
+    p.params.push_back(Ratio("keep_ratio", "fraction kept when pruning: ceil(keep_ratio*n)"));
+    p.params.push_back(Int("budget", "tokens kept per head (absolute)", "", 1));
+    p.params.push_back(Int("prune_after", "prune only once a layer holds this many tokens", "0", 0));
+    p.params.push_back(IntList("skip_layers", "layer indices never pruned"));
+    s.push_back(p);
+  }
+  s.push_back({"tova", "last query's head-averaged attention, every step (Oren et al. 2024)",
+               {Int("cache_size", "tokens kept per layer", "", 1, 1e12, true)}});
+  {
+    PolicySchema p{"random", "uniformly random tokens (seeded control)", BudgetParams()};
+    p.params.push_back(Int("seed", "random seed", "0", 0));
+    s.push_back(p);
+  }
+  s.push_back({"observed_attention", "mean attention received from the prompt queries (kvpress)",
+               BudgetParams()});
+  s.push_back({"keydiff", "keys least similar to the mean key direction (kvpress KeyDiff)",
+               BudgetParams()});
+  return s;
+}
+
+std::string FormatValue(const PolicyValue& v) {
+  struct Visitor {
+    std::string operator()(int64_t x) const { return absl::StrCat(x); }
+    std::string operator()(double x) const { return absl::StrFormat("%.6g", x); }
+    std::string operator()(const std::string& x) const { return x; }
+    std::string operator()(const std::vector<int64_t>& x) const {
+      return absl::StrCat("[", absl::StrJoin(x, ","), "]");
+    }
+  };
+  return std::visit(Visitor{}, v);
+}
+
+absl::StatusOr<double> ParseNumber(const std::string& policy, const ParamSchema& p,
+                                   const std::string& text) {
+  const char* begin = text.c_str();
+  char* end = nullptr;
+  errno = 0;
+  double value = std::strtod(begin, &end);
+  if (text.empty() || end == begin || *end != '\0' || errno != 0 || !std::isfinite(value)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "policy '%s': parameter '%s' must be a number, got '%s' (%s)", policy, p.key, text, p.help));
+  }
+  return value;
+}
+
+absl::Status CheckRange(const std::string& policy, const ParamSchema& p, double v) {
+  bool low_ok = p.min_exclusive ? v > p.min : v >= p.min;
+  if (!low_ok || v > p.max) {
+    std::string range = p.type == ParamType::kReal
+                            ? absl::StrFormat("%s%g, %g]", p.min_exclusive ? "(" : "[", p.min, p.max)
+                            : absl::StrFormat("an integer >= %g", p.min);
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "policy '%s': parameter '%s' = %g is out of range; expected %s (%s)", policy, p.key, v,
+        range, p.help));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PolicyValue> ParseValue(const std::string& policy, const ParamSchema& p,
+                                       const std::string& raw) {
+  std::string text(absl::StripAsciiWhitespace(raw));
+  switch (p.type) {
+    case ParamType::kInt: {
+      ASSIGN_OR_RETURN(double v, ParseNumber(policy, p, text));
+      if (v != std::floor(v)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "policy '%s': parameter '%s' must be an integer, got '%s'", policy, p.key, text));
+      }
+      RETURN_IF_ERROR(CheckRange(policy, p, v));
+      return PolicyValue(static_cast<int64_t>(v));
+    }
+    case ParamType::kReal: {
+      ASSIGN_OR_RETURN(double v, ParseNumber(policy, p, text));
+      RETURN_IF_ERROR(CheckRange(policy, p, v));
+      return PolicyValue(v);
+    }
+    case ParamType::kEnum: {
+      if (std::find(p.choices.begin(), p.choices.end(), text) == p.choices.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("policy '%s': parameter '%s' must be one of {%s}, got '%s'", policy,
+                            p.key, absl::StrJoin(p.choices, ", "), text));
+      }
+      return PolicyValue(text);
+    }
+    case ParamType::kIntList: {
+      std::string inner = text;
+      if (absl::ConsumePrefix(&inner, "[")) {
+        if (!absl::ConsumeSuffix(&inner, "]")) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "policy '%s': parameter '%s': unterminated list '%s'", policy, p.key, text));
+        }
+      }
+      std::vector<int64_t> out;
+      for (absl::string_view part : absl::StrSplit(inner, absl::ByAnyChar(",;"), absl::SkipWhitespace())) {
+        ParamSchema element = p;
+        element.type = ParamType::kInt;
+        ASSIGN_OR_RETURN(PolicyValue v, ParseValue(policy, element, std::string(part)));
+        out.push_back(std::get<int64_t>(v));
+      }
+      std::sort(out.begin(), out.end());
+      out.erase(std::unique(out.begin(), out.end()), out.end());
+      return PolicyValue(out);
+    }
+  }
+  return absl::InternalError("unreachable");
+}
+
+absl::Status CheckCombination(PolicySpec& spec) {
+  const std::string& n = spec.name;
+  auto err = [&](const std::string& msg) {
+    return absl::InvalidArgumentError(absl::StrCat("policy '", n, "': ", msg));
+  };
+  bool scorer = n == "snapkv" || n == "pyramidkv" || n == "random" || n == "observed_attention" ||
+                n == "keydiff";
+  if (scorer) {
+    if (spec.Has("budget") == spec.Has("ratio")) {
+      return err("give exactly one of 'budget' (tokens kept) or 'ratio' (fraction kept)");
+    }
+    if ((n == "snapkv" || n == "pyramidkv") && spec.Has("budget") &&
+        spec.Int("window") > spec.Int("budget")) {
+      return err(absl::StrFormat("window %d is larger than the budget %d; the budget includes "
+                                 "the observation window",
+                                 spec.Int("window"), spec.Int("budget")));
+    }
+    if ((n == "snapkv" || n == "pyramidkv") && spec.Int("kernel") % 2 == 0) {
+      return err(absl::StrFormat("kernel %d must be odd (pooling keeps the length)", spec.Int("kernel")));
+    }
+  }
+  if (n == "h2o") {
+    bool counts = spec.Has("heavy") || spec.Has("recent");
+    bool ratios = spec.Has("heavy_ratio") || spec.Has("recent_ratio");
+    if (counts == ratios) {
+      return err("give either 'heavy' and 'recent' (token counts) or 'heavy_ratio' and "
+                 "'recent_ratio' (fractions of the prompt)");
+    }
+    if (counts && !(spec.Has("heavy") && spec.Has("recent"))) return err("give both 'heavy' and 'recent'");
+    if (ratios && !(spec.Has("heavy_ratio") && spec.Has("recent_ratio"))) {
+      return err("give both 'heavy_ratio' and 'recent_ratio'");
+    }
+    if (counts && spec.Int("heavy") + spec.Int("recent") < 1) return err("heavy + recent must be >= 1");
+  }
+  if (n == "knorm" && spec.Has("keep_ratio") == spec.Has("budget")) {
+    return err("give exactly one of 'keep_ratio' or 'budget'");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const std::vector<PolicySchema>& AllPolicySchemas() {
+  static const std::vector<PolicySchema> schemas = BuildSchemas();
+  return schemas;
+}
+
+const PolicySchema* FindPolicySchema(std::string_view name) {
+  for (const auto& s : AllPolicySchemas()) if (s.name == name) return &s;
+  return nullptr;
+}
+
+std::string PolicySpec::ToString() const {
+  if (params.empty()) return name;
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : params) parts.push_back(absl::StrCat(k, "=", FormatValue(v)));
+  return absl::StrCat(name, ":", absl::StrJoin(parts, ","));
+}
+
+int64_t PolicySpec::Int(const std::string& key, int64_t fallback) const {
+  auto it = params.find(key);
+  if (it == params.end()) return fallback;
+  if (auto* v = std::get_if<int64_t>(&it->second)) return *v;
+  if (auto* d = std::get_if<double>(&it->second)) return static_cast<int64_t>(*d);
+  return fallback;
+}
+double PolicySpec::Real(const std::string& key, double fallback) const {
+  auto it = params.find(key);
+  if (it == params.end()) return fallback;
+  if (auto* d = std::get_if<double>(&it->second)) return *d;
+  if (auto* v = std::get_if<int64_t>(&it->second)) return static_cast<double>(*v);
+  return fallback;
+}
+std::string PolicySpec::Str(const std::string& key, const std::string& fallback) const {
+  auto it = params.find(key);
+  if (it == params.end()) return fallback;
+  if (auto* s = std::get_if<std::string>(&it->second)) return *s;
+  return fallback;
+}
+std::vector<int64_t> PolicySpec::IntList(const std::string& key) const {
+  auto it = params.find(key);
+  if (it == params.end()) return {};
+  if (auto* l = std::get_if<std::vector<int64_t>>(&it->second)) return *l;
+  if (auto* v = std::get_if<int64_t>(&it->second)) return {*v};
+  return {};
+}
+
+absl::StatusOr<PolicySpec> MakePolicySpec(const std::string& name,
+                                          const std::map<std::string, std::string>& raw_params) {
+  const PolicySchema* schema = FindPolicySchema(name);
+  if (schema == nullptr) {
+    std::vector<std::string> names;
+    for (const auto& s : AllPolicySchemas()) names.push_back(s.name);
+    return absl::InvalidArgumentError(absl::StrFormat("unknown policy '%s'; known policies: %s",
+                                                      name, absl::StrJoin(names, ", ")));
+  }
+  PolicySpec spec;
+  spec.name = name;
+  for (const auto& [key, raw] : raw_params) {
+    auto it = std::find_if(schema->params.begin(), schema->params.end(),
+                           [&](const ParamSchema& p) { return p.key == key; });
+    if (it == schema->params.end()) {
+      std::vector<std::string> keys;
+      for (const auto& p : schema->params) keys.push_back(p.key);
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "policy '%s': unknown parameter '%s'; known parameters: %s", name, key,
+          keys.empty() ? std::string("(none)") : absl::StrJoin(keys, ", ")));
+    }
+    ASSIGN_OR_RETURN(PolicyValue v, ParseValue(name, *it, raw));
+    spec.params[key] = std::move(v);
+  }
+  for (const auto& p : schema->params) {
+    if (spec.Has(p.key)) continue;
+    if (p.required) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("policy '%s': missing required parameter '%s' (%s)", name, p.key, p.help));
+    }
+    if (!p.default_value.empty()) {
+      ASSIGN_OR_RETURN(PolicyValue v, ParseValue(name, p, p.default_value));
+      spec.params[p.key] = std::move(v);
+    }
+  }
+  RETURN_IF_ERROR(CheckCombination(spec));
+  return spec;
+}
+
+absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text) {
+  std::string_view body = absl::StripAsciiWhitespace(text);
+  size_t colon = body.find(':');
+  std::string name(absl::StripAsciiWhitespace(body.substr(0, colon)));
+  if (name.empty()) return absl::InvalidArgumentError("empty policy spec; expected name[:key=value,...]");
+  std::map<std::string, std::string> raw;
+  if (colon != std::string_view::npos) {
+    std::string_view rest = body.substr(colon + 1);
+    // Split on commas that are not inside [...].
+    std::vector<std::string> items;
+    std::string cur;
+    int depth = 0;
+    for (char c : rest) {
+      if (c == '[') ++depth;
+      if (c == ']') --depth;
+      if (c == ',' && depth == 0) { items.push_back(cur); cur.clear(); continue; }
+      cur.push_back(c);
+    }
+    if (!cur.empty()) items.push_back(cur);
+    for (const auto& item : items) {
+      size_t eq = item.find('=');
+      if (eq == std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "policy '%s': expected key=value, got '%s' (spec: %s)", name, item, std::string(text)));
+      }
+      std::string key(absl::StripAsciiWhitespace(item.substr(0, eq)));
+      if (raw.count(key)) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("policy '%s': parameter '%s' given twice", name, key));
+      }
+      raw[key] = item.substr(eq + 1);
+    }
+  }
+  return MakePolicySpec(name, raw);
+}
+
+}  // namespace kvgrid

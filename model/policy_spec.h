@@ -1,0 +1,66 @@
+// KV policy specifications: "name" or "name:key=value,key=value" (lists as [a,b] or a;b).
+// Parsing, validation against each policy's parameter schema, defaults and the canonical form
+// live here, without torch, so the grid parser (coordinator/) validates at submit time with the
+// same rules the engine applies. The engine side (model/policies/) builds policies from these.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace kvgrid {
+
+// A parameter value: integer, real, string (enum) or list of integers.
+using PolicyValue = std::variant<int64_t, double, std::string, std::vector<int64_t>>;
+
+struct PolicySpec {
+  std::string name;
+  std::map<std::string, PolicyValue> params;  // validated, defaults filled in
+
+  // Canonical text form: name:key=value,... with keys sorted and every default present.
+  std::string ToString() const;
+
+  bool Has(const std::string& key) const { return params.count(key) > 0; }
+  int64_t Int(const std::string& key, int64_t fallback = 0) const;
+  double Real(const std::string& key, double fallback = 0) const;
+  std::string Str(const std::string& key, const std::string& fallback = "") const;
+  std::vector<int64_t> IntList(const std::string& key) const;
+};
+
+enum class ParamType { kInt, kReal, kEnum, kIntList };
+
+struct ParamSchema {
+  std::string key;
+  ParamType type;
+  std::string help;
+  bool required = false;
+  std::string default_value;              // textual default ("" = none)
+  double min = -1e300, max = 1e300;       // inclusive numeric range (kReal: see min_exclusive)
+  bool min_exclusive = false;
+  std::vector<std::string> choices;       // kEnum
+};
+
+struct PolicySchema {
+  std::string name;
+  std::string summary;
+  std::vector<ParamSchema> params;
+};
+
+// Every policy kvgrid knows, with its parameters (the registry's single source of truth).
+const std::vector<PolicySchema>& AllPolicySchemas();
+const PolicySchema* FindPolicySchema(std::string_view name);
+
+// Parses and validates "name:key=value,...". Errors name the policy, the key and the rule.
+absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text);
+
+// Validates a spec given as name + textual key/value pairs (used by the YAML grid parser).
+absl::StatusOr<PolicySpec> MakePolicySpec(const std::string& name,
+                                          const std::map<std::string, std::string>& raw_params);
+
+}  // namespace kvgrid
