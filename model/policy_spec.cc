@@ -165,7 +165,7 @@ absl::StatusOr<PolicyValue> ParseValue(const std::string& policy, const ParamSch
       return PolicyValue(text);
     }
     case ParamType::kIntList: {
-      std::string inner = text;
+      absl::string_view inner = text;
       if (absl::ConsumePrefix(&inner, "[")) {
         if (!absl::ConsumeSuffix(&inner, "]")) {
           return absl::InvalidArgumentError(absl::StrFormat(
@@ -314,13 +314,14 @@ absl::StatusOr<PolicySpec> MakePolicySpec(const std::string& name,
 }
 
 absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text) {
-  std::string_view body = absl::StripAsciiWhitespace(text);
+  absl::string_view body = absl::StripAsciiWhitespace(absl::string_view(text.data(), text.size()));
   size_t colon = body.find(':');
+  if (colon == absl::string_view::npos) colon = body.size();
   std::string name(absl::StripAsciiWhitespace(body.substr(0, colon)));
   if (name.empty()) return absl::InvalidArgumentError("empty policy spec; expected name[:key=value,...]");
   std::map<std::string, std::string> raw;
-  if (colon != std::string_view::npos) {
-    std::string_view rest = body.substr(colon + 1);
+  if (colon < body.size()) {
+    absl::string_view rest = body.substr(colon + 1);
     // Split on commas that are not inside [...].
     std::vector<std::string> items;
     std::string cur;
