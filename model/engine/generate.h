@@ -1,0 +1,42 @@
+// Text generation on the engine: greedy or sampling (temperature, top-k, top-p, seed), batch with
+// left padding (HF generate's positions: cumsum(mask) - 1), stop at EOS or ignore it.
+// Timing hooks report the host-visible moments metrics.md needs (first token, each step).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/engine/gpt_neox.h"
+
+namespace kvgrid {
+
+struct SamplingParams {
+  bool greedy = true;
+  double temperature = 1.0;
+  int64_t top_k = 0;     // 0 = off
+  double top_p = 1.0;    // 1 = off
+  uint64_t seed = 0;
+  bool ignore_eos = false;
+  int64_t max_new_tokens = 32;
+  int64_t pad_id = 0;
+};
+
+struct GenerationOutput {
+  std::vector<std::vector<int64_t>> new_ids;  // per row, generated ids only (EOS included if hit)
+  ForwardStats stats;                          // summed over the prefill and every decode step
+  int64_t kv_bytes_peak = 0;                   // largest AllocatedBytes() seen
+  int64_t kv_bytes_end = 0;
+};
+
+// Called after the prefill's first token is on the host (step 0) and after each decode step.
+using StepCallback = std::function<void(int64_t step)>;
+
+// `prompts` may differ in length: they are left-padded with `pad_id` and masked.
+absl::StatusOr<GenerationOutput> Generate(GptNeoxModel& model,
+                                          const std::vector<std::vector<int64_t>>& prompts,
+                                          const SamplingParams& params, KvPolicy* policy,
+                                          PositionMode mode, const StepCallback& on_step = nullptr);
+
+}  // namespace kvgrid

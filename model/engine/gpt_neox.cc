@@ -1,0 +1,358 @@
+#include "model/engine/gpt_neox.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace kvgrid {
+namespace {
+
+torch::ScalarType ToTorch(StDtype d) {
+  switch (d) {
+    case StDtype::kF32: return torch::kFloat32;
+    case StDtype::kF16: return torch::kFloat16;
+    case StDtype::kBF16: return torch::kBFloat16;
+    case StDtype::kF64: return torch::kFloat64;
+    case StDtype::kI64: return torch::kInt64;
+    case StDtype::kI32: return torch::kInt32;
+    case StDtype::kI16: return torch::kInt16;
+    case StDtype::kI8: return torch::kInt8;
+    case StDtype::kU8: return torch::kUInt8;
+    case StDtype::kBool: return torch::kBool;
+  }
+  return torch::kFloat32;
+}
+
+// Wraps a tensor of the mapped file without copying; the mapping outlives the tensor.
+torch::Tensor MappedTensor(const std::shared_ptr<SafetensorsFile>& file, const StTensorInfo& info) {
+  void* ptr = const_cast<void*>(file->DataOf(info));
+  auto keep_alive = file;
+  return torch::from_blob(ptr, info.shape, [keep_alive](void*) {},
+                          torch::TensorOptions().dtype(ToTorch(info.dtype)));
+}
+
+double NowMs() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& text) {
+  if (text == "float32" || text == "fp32" || text == "f32") return torch::kFloat32;
+  if (text == "float16" || text == "fp16" || text == "f16" || text == "half") return torch::kFloat16;
+  if (text == "bfloat16" || text == "bf16") return torch::kBFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", text, "'; expected float32, float16 or bfloat16"));
+}
+
+std::string DtypeName(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kFloat16: return "float16";
+    case torch::kBFloat16: return "bfloat16";
+    default: return c10::toString(dtype);
+  }
+}
+
+absl::StatusOr<torch::Device> ParseDevice(const std::string& text) {
+  if (text == "cpu" || text == "auto" && !torch::cuda::is_available()) return torch::Device(torch::kCPU);
+  if (text == "auto") return torch::Device(torch::kCUDA, 0);
+  if (text == "cuda" || absl::StartsWith(text, "cuda:")) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device '", text, "' requested but this LibTorch has no usable CUDA device "
+          "(CPU-only build or no GPU); use --device cpu"));
+    }
+    int index = 0;
+    if (text.size() > 5 && !absl::SimpleAtoi(text.substr(5), &index)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad device '", text, "'"));
+    }
+    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count())) {
+      return absl::InvalidArgumentError(absl::StrCat("device '", text, "' does not exist"));
+    }
+    return torch::Device(torch::kCUDA, index);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device '", text, "'; expected cpu, cuda, cuda:N or auto"));
+}
+
+GptNeoxModel::GptNeoxModel(ModelConfig config, ModelWeights weights, torch::ScalarType dtype,
+                           torch::Device device, std::shared_ptr<SafetensorsFile> file)
+    : config_(std::move(config)), w_(std::move(weights)), dtype_(dtype), device_(device),
+      file_(std::move(file)) {
+  // CPU LibTorch 1.13 has no float16 GEMM: 16-bit weights are stored in 16 bits and computed in
+  // float32 on CPU (bfloat16 computes natively). On CUDA everything runs in the model dtype.
+  compute_dtype_ = (dtype == torch::kFloat16 && device.is_cpu()) ? torch::kFloat32 : dtype;
+  int64_t r = config_.rotary_dims();
+  inv_freq_ = 1.0 / torch::pow(torch::tensor(config_.rotary_base, torch::kFloat64).to(torch::kFloat32),
+                               torch::arange(0, r, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(r));
+  inv_freq_ = inv_freq_.to(device_);
+}
+
+absl::StatusOr<std::unique_ptr<GptNeoxModel>> GptNeoxModel::Load(const std::string& dir,
+                                                                 torch::ScalarType dtype,
+                                                                 torch::Device device) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir + "/config.json"));
+  ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/model.safetensors"));
+  return FromSafetensors(config, std::move(file), dtype, device);
+}
+
+absl::StatusOr<std::unique_ptr<GptNeoxModel>> GptNeoxModel::FromSafetensors(
+    const ModelConfig& c, std::shared_ptr<SafetensorsFile> file, torch::ScalarType dtype,
+    torch::Device device) {
+  const int64_t h = c.hidden_size, V = c.vocab_size, I = c.intermediate_size;
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) -> absl::StatusOr<torch::Tensor> {
+    const StTensorInfo* info = file->Find(name);
+    if (info == nullptr) {
+      return absl::NotFoundError(absl::StrCat(file->path(), ": missing tensor '", name, "'"));
+    }
+    if (info->shape != shape) {
+      std::string want, got;
+      for (auto d : shape) absl::StrAppend(&want, want.empty() ? "" : ",", d);
+      for (auto d : info->shape) absl::StrAppend(&got, got.empty() ? "" : ",", d);
+      return absl::InvalidArgumentError(absl::StrCat(file->path(), ": tensor '", name, "' has shape [",
+                                                     got, "], config.json implies [", want, "]"));
+    }
+    if (info->dtype != StDtype::kF32 && info->dtype != StDtype::kF16 && info->dtype != StDtype::kBF16) {
+      return absl::InvalidArgumentError(absl::StrCat(file->path(), ": tensor '", name, "' has dtype ",
+                                                     StDtypeName(info->dtype), "; expected F32, F16 or BF16"));
+    }
+    torch::Tensor t = MappedTensor(file, *info);
+    if (t.scalar_type() == dtype && device.is_cpu()) return t;  // zero-copy: stays memory-mapped
+    return t.to(device, dtype);
+  };
+  ModelWeights w;
+  try {
+    ASSIGN_OR_RETURN(w.embed, get("gpt_neox.embed_in.weight", {V, h}));
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      std::string p = absl::StrCat("gpt_neox.layers.", l, ".");
+      LayerWeights lw;
+      ASSIGN_OR_RETURN(lw.ln1_w, get(p + "input_layernorm.weight", {h}));
+      ASSIGN_OR_RETURN(lw.ln1_b, get(p + "input_layernorm.bias", {h}));
+      ASSIGN_OR_RETURN(lw.ln2_w, get(p + "post_attention_layernorm.weight", {h}));
+      ASSIGN_OR_RETURN(lw.ln2_b, get(p + "post_attention_layernorm.bias", {h}));
+      ASSIGN_OR_RETURN(lw.qkv_w, get(p + "attention.query_key_value.weight", {3 * h, h}));
+      ASSIGN_OR_RETURN(lw.dense_w, get(p + "attention.dense.weight", {h, h}));
+      if (c.attention_bias) {
+        ASSIGN_OR_RETURN(lw.qkv_b, get(p + "attention.query_key_value.bias", {3 * h}));
+        ASSIGN_OR_RETURN(lw.dense_b, get(p + "attention.dense.bias", {h}));
+      }
+      ASSIGN_OR_RETURN(lw.fc_in_w, get(p + "mlp.dense_h_to_4h.weight", {I, h}));
+      ASSIGN_OR_RETURN(lw.fc_in_b, get(p + "mlp.dense_h_to_4h.bias", {I}));
+      ASSIGN_OR_RETURN(lw.fc_out_w, get(p + "mlp.dense_4h_to_h.weight", {h, I}));
+      ASSIGN_OR_RETURN(lw.fc_out_b, get(p + "mlp.dense_4h_to_h.bias", {h}));
+      w.layers.push_back(std::move(lw));
+    }
+    ASSIGN_OR_RETURN(w.final_ln_w, get("gpt_neox.final_layer_norm.weight", {h}));
+    ASSIGN_OR_RETURN(w.final_ln_b, get("gpt_neox.final_layer_norm.bias", {h}));
+    if (c.tie_word_embeddings && file->Find("embed_out.weight") == nullptr) {
+      w.lm_head = w.embed;
+    } else {
+      ASSIGN_OR_RETURN(w.lm_head, get("embed_out.weight", {V, h}));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(file->path(), ": loading weights failed: ", e.what_without_backtrace()));
+  }
+  return std::unique_ptr<GptNeoxModel>(new GptNeoxModel(c, std::move(w), dtype, device, std::move(file)));
+}
+
+int64_t GptNeoxModel::ParameterBytes() const {
+  int64_t bytes = 2 * w_.embed.numel() * w_.embed.element_size();
+  for (const auto& l : w_.layers) {
+    for (const auto* t : {&l.ln1_w, &l.ln1_b, &l.ln2_w, &l.ln2_b, &l.qkv_w, &l.qkv_b, &l.dense_w,
+                          &l.dense_b, &l.fc_in_w, &l.fc_in_b, &l.fc_out_w, &l.fc_out_b}) {
+      if (t->defined()) bytes += t->numel() * t->element_size();
+    }
+  }
+  return bytes;
+}
+
+KvCache GptNeoxModel::NewCache(int64_t batch, PositionMode mode) const {
+  return KvCache(config_.num_layers, batch, config_.num_heads, config_.head_dim(), compute_dtype_,
+                 device_, mode);
+}
+
+torch::Tensor GptNeoxModel::Linear(const torch::Tensor& x, const torch::Tensor& w,
+                                   const torch::Tensor& b) const {
+  if (w.scalar_type() != compute_dtype_) {
+    return torch::linear(x, w.to(compute_dtype_), b.defined() ? b.to(compute_dtype_) : b);
+  }
+  return torch::linear(x, w, b);
+}
+
+// Rotary on the first rotary_dims of the last axis (NeoX half split: pairs i and i + r/2).
+// x [B,H,T,d]; positions [B,T] or [T] int64.
+torch::Tensor GptNeoxModel::Rotate(const torch::Tensor& x, const torch::Tensor& positions) const {
+  const int64_t r = config_.rotary_dims();
+  if (r == 0) return x;
+  auto pos = positions.dim() == 1 ? positions.unsqueeze(0) : positions;  // [B|1, T]
+  auto freqs = pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_;        // [B,T,r/2]
+  auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                // [B,1,T,r]
+  auto cos = emb.cos().to(x.scalar_type());
+  auto sin = emb.sin().to(x.scalar_type());
+  auto x_rot = x.narrow(-1, 0, r);
+  auto x1 = x_rot.narrow(-1, 0, r / 2);
+  auto x2 = x_rot.narrow(-1, r / 2, r / 2);
+  auto rotated = x_rot * cos + torch::cat({-x2, x1}, -1) * sin;
+  if (r == x.size(-1)) return rotated;
+  return torch::cat({rotated, x.narrow(-1, r, x.size(-1) - r)}, -1);
+}
+
+torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, const ForwardRequest& req,
+                                      KvCache& cache, KvPolicy* policy, ForwardStats* stats) {
+  const LayerWeights& w = w_.layers[layer];
+  const int64_t B = x.size(0), m = x.size(1), H = config_.num_heads, d = config_.head_dim();
+  // Fused QKV is interleaved per head: [head0: q k v, head1: q k v, ...].
+  auto qkv = Linear(x, w.qkv_w, w.qkv_b).view({B, m, H, 3 * d}).permute({0, 2, 1, 3});
+  auto q = qkv.narrow(-1, 0, d);
+  auto k = qkv.narrow(-1, d, d);
+  auto v = qkv.narrow(-1, 2 * d, d);
+
+  LayerCache& lc = cache.layer(layer);
+  const int64_t before = lc.length;
+  auto valid = req.valid.defined() ? req.valid
+                                   : torch::ones({B, m}, torch::TensorOptions().dtype(torch::kBool).device(device_));
+  torch::Tensor keys;
+  switch (cache.mode()) {
+    case PositionMode::kOriginal:
+      q = Rotate(q, req.positions);
+      k = Rotate(k, req.positions);
+      cache.Append(layer, k, v, req.positions, valid);
+      keys = lc.K();
+      break;
+    case PositionMode::kRerotate: {
+      auto slots = torch::arange(before, before + m, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+      q = Rotate(q, slots);
+      k = Rotate(k, slots);
+      cache.Append(layer, k, v, req.positions, valid);
+      keys = lc.K();
+      break;
+    }
+    case PositionMode::kShifted: {
+      auto slots = torch::arange(before, before + m, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+      q = Rotate(q, slots);
+      cache.Append(layer, k, v, req.positions, valid);  // cached before rotary
+      keys = Rotate(lc.K(), torch::arange(lc.length, torch::TensorOptions().dtype(torch::kInt64).device(device_)));
+      break;
+    }
+  }
+  const int64_t n = lc.length;
+  if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, n);
+  auto values = lc.V();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  auto scores = torch::matmul(q, keys.transpose(-1, -2)) * scale;  // [B,H,m,n]
+  bool need_mask = m > 1 || !lc.Valid().all().item<bool>();
+  if (need_mask) {
+    auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device_);
+    auto key_slot = torch::arange(n, opts).view({1, n});
+    auto query_slot = torch::arange(before, before + m, opts).view({m, 1});
+    auto allowed = (key_slot <= query_slot).view({1, 1, m, n}) & lc.Valid().view({B, 1, 1, n});
+    double min_value = scores.scalar_type() == torch::kFloat32 ? std::numeric_limits<float>::lowest()
+                                                                : -65504.0;
+    scores = scores.masked_fill(allowed.logical_not(), min_value);
+  }
+  auto probs = torch::softmax(scores.to(torch::kFloat32), -1);
+  auto out = torch::matmul(probs.to(values.scalar_type()), values);  // [B,H,m,d]
+  out = out.permute({0, 2, 1, 3}).reshape({B, m, H * d});
+
+  if (policy != nullptr && req.evict) {
+    double t0 = NowMs();
+    LayerView view;
+    view.layer = layer;
+    view.num_layers = config_.num_layers;
+    view.n = n;
+    view.new_tokens = m;
+    view.tokens_seen = req.tokens_seen + m;
+    view.prompt_length = req.prompt_length;
+    view.phase = req.phase;
+    view.keys = keys;
+    view.values = values;
+    view.queries = q;
+    view.probs = probs;
+    view.positions = lc.Positions();
+    torch::Tensor keep = policy->SelectKeep(view);
+    if (keep.defined() && keep.size(2) < n) {
+      cache.Keep(layer, keep);
+      if (cache.mode() == PositionMode::kRerotate) {
+        // Re-rotate kept keys from their old slot to their new slot (RoPE composes).
+        const int64_t kept = keep.size(2);
+        auto new_slots = torch::arange(kept, torch::TensorOptions().dtype(torch::kInt64).device(device_))
+                             .view({1, 1, kept}).expand_as(keep);
+        auto delta = (new_slots - keep).reshape({B * H, kept});
+        auto k_live = lc.K().reshape({B * H, 1, kept, d});
+        auto rotated = Rotate(k_live, delta).reshape({B, H, kept, d});
+        lc.keys.narrow(2, 0, kept).copy_(rotated);
+      }
+    }
+    if (stats) stats->policy_ms += NowMs() - t0;
+  }
+  return Linear(out, w.dense_w, w.dense_b);
+}
+
+torch::Tensor GptNeoxModel::Mlp(const LayerWeights& w, const torch::Tensor& x) const {
+  auto hdn = Linear(x, w.fc_in_w, w.fc_in_b);
+  hdn = config_.hidden_act == "gelu" ? torch::gelu(hdn) : torch::gelu(hdn, "tanh");
+  return Linear(hdn, w.fc_out_w, w.fc_out_b);
+}
+
+absl::StatusOr<ForwardOutput> GptNeoxModel::Forward(const ForwardRequest& req, KvCache& cache,
+                                                    KvPolicy* policy, ForwardStats* stats,
+                                                    bool capture_hidden) {
+  if (req.ids.dim() != 2 || req.positions.sizes() != req.ids.sizes()) {
+    return absl::InvalidArgumentError("Forward: ids and positions must both be [batch, tokens]");
+  }
+  if (req.ids.size(0) != cache.batch()) {
+    return absl::InvalidArgumentError("Forward: batch size differs from the cache's");
+  }
+  if (req.ids.numel() == 0) return absl::InvalidArgumentError("Forward: no tokens");
+  auto ids_cpu = req.ids.to(torch::kCPU);
+  int64_t lo = ids_cpu.min().item<int64_t>(), hi = ids_cpu.max().item<int64_t>();
+  if (lo < 0 || hi >= config_.vocab_size) {
+    return absl::OutOfRangeError(absl::StrCat("token id ", lo < 0 ? lo : hi,
+                                              " is out of the vocabulary [0, ", config_.vocab_size, ")"));
+  }
+  ForwardOutput out;
+  try {
+    torch::NoGradGuard no_grad;
+    auto ids = req.ids.to(device_);
+    auto x = torch::embedding(w_.embed, ids).to(compute_dtype_);
+    if (capture_hidden) out.hidden.push_back(x);
+    const int64_t h = config_.hidden_size;
+    auto to_c = [&](const torch::Tensor& t) { return t.scalar_type() == compute_dtype_ ? t : t.to(compute_dtype_); };
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      const LayerWeights& w = w_.layers[l];
+      auto ln1 = torch::layer_norm(x, {h}, to_c(w.ln1_w), to_c(w.ln1_b), config_.layer_norm_eps);
+      auto attn = Attention(l, ln1, req, cache, policy, stats);
+      if (config_.parallel_residual) {
+        auto ln2 = torch::layer_norm(x, {h}, to_c(w.ln2_w), to_c(w.ln2_b), config_.layer_norm_eps);
+        x = Mlp(w, ln2) + attn + x;
+      } else {
+        auto res = attn + x;
+        auto ln2 = torch::layer_norm(res, {h}, to_c(w.ln2_w), to_c(w.ln2_b), config_.layer_norm_eps);
+        x = Mlp(w, ln2) + res;
+      }
+      if (capture_hidden && l + 1 < config_.num_layers) out.hidden.push_back(x);
+    }
+    if (req.logits == LogitsRows::kNone && !capture_hidden) return out;
+    auto rows = req.logits == LogitsRows::kLast ? x.narrow(1, x.size(1) - 1, 1) : x;
+    if (capture_hidden) rows = x;
+    auto normed = torch::layer_norm(rows, {h}, to_c(w_.final_ln_w), to_c(w_.final_ln_b), config_.layer_norm_eps);
+    if (capture_hidden) {
+      out.hidden.push_back(normed);
+      if (req.logits == LogitsRows::kLast) normed = normed.narrow(1, normed.size(1) - 1, 1);
+    }
+    if (req.logits != LogitsRows::kNone) {
+      out.logits = Linear(normed, w_.lm_head, torch::Tensor()).to(torch::kFloat32);
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("forward pass failed: ", e.what_without_backtrace()));
+  }
+  return out;
+}
+
+}  // namespace kvgrid

@@ -1,0 +1,102 @@
+// GPT-NeoX (Pythia) forward pass in LibTorch, numerically matching Hugging Face transformers'
+// GPTNeoXForCausalLM (eager attention): parallel or sequential residual, partial rotary
+// (rotary_pct, NeoX half-split pairs), explicit positions, an explicit KV cache (kv_cache.h) and
+// an optional KV policy applied right after each layer's attention.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/config.h"
+#include "model/engine/kv_cache.h"
+#include "model/engine/kv_policy.h"
+#include "model/safetensors.h"
+
+namespace kvgrid {
+
+struct LayerWeights {
+  torch::Tensor ln1_w, ln1_b, ln2_w, ln2_b;
+  torch::Tensor qkv_w, qkv_b, dense_w, dense_b;
+  torch::Tensor fc_in_w, fc_in_b, fc_out_w, fc_out_b;
+};
+
+struct ModelWeights {
+  torch::Tensor embed;  // [V, h]
+  std::vector<LayerWeights> layers;
+  torch::Tensor final_ln_w, final_ln_b;
+  torch::Tensor lm_head;  // [V, h]
+};
+
+enum class LogitsRows { kNone, kLast, kAll };
+
+struct ForwardRequest {
+  torch::Tensor ids;        // [B, m] int64
+  torch::Tensor positions;  // [B, m] int64 true text positions
+  torch::Tensor valid;      // [B, m] bool; undefined = every token is real
+  LogitsRows logits = LogitsRows::kLast;
+  ForwardPhase phase = ForwardPhase::kPrefill;
+  bool evict = true;        // run the policy after each layer's attention
+  int64_t tokens_seen = 0;  // true tokens processed before this forward
+  int64_t prompt_length = 0;
+};
+
+struct ForwardStats {
+  double policy_ms = 0;     // time spent in policy scoring + eviction (summed over layers)
+  int64_t kv_tokens_max = 0;  // largest n any layer held while attending (kv-policies §2.7.2)
+};
+
+struct ForwardOutput {
+  torch::Tensor logits;                // [B, rows, V] float32 (rows = 1 for kLast)
+  std::vector<torch::Tensor> hidden;   // when requested: embeddings, each layer's output, final LN
+};
+
+class GptNeoxModel {
+ public:
+  // Loads a Hugging Face model directory (config.json + model.safetensors).
+  static absl::StatusOr<std::unique_ptr<GptNeoxModel>> Load(const std::string& dir,
+                                                            torch::ScalarType dtype,
+                                                            torch::Device device);
+  static absl::StatusOr<std::unique_ptr<GptNeoxModel>> FromSafetensors(
+      const ModelConfig& config, std::shared_ptr<SafetensorsFile> file, torch::ScalarType dtype,
+      torch::Device device);
+
+  const ModelConfig& config() const { return config_; }
+  torch::ScalarType dtype() const { return dtype_; }
+  torch::Device device() const { return device_; }
+  int64_t ParameterBytes() const;
+
+  KvCache NewCache(int64_t batch, PositionMode mode) const;
+
+  // One forward over req.ids with `cache` (appended to; pruned by `policy` if given).
+  absl::StatusOr<ForwardOutput> Forward(const ForwardRequest& req, KvCache& cache,
+                                        KvPolicy* policy = nullptr, ForwardStats* stats = nullptr,
+                                        bool capture_hidden = false);
+
+ private:
+  GptNeoxModel(ModelConfig config, ModelWeights weights, torch::ScalarType dtype,
+               torch::Device device, std::shared_ptr<SafetensorsFile> file);
+  torch::Tensor Attention(int64_t layer, const torch::Tensor& x, const ForwardRequest& req,
+                          KvCache& cache, KvPolicy* policy, ForwardStats* stats);
+  torch::Tensor Mlp(const LayerWeights& w, const torch::Tensor& x) const;
+  torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
+  torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& positions) const;
+
+  ModelConfig config_;
+  ModelWeights w_;
+  torch::ScalarType dtype_;
+  torch::ScalarType compute_dtype_;
+  torch::Device device_;
+  torch::Tensor inv_freq_;  // [rotary_dims/2] float32
+  std::shared_ptr<SafetensorsFile> file_;  // keeps memory-mapped weights alive
+};
+
+// Parses "float32|float16|bfloat16" and "cpu|cuda|cuda:N" with clear errors.
+absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& text);
+absl::StatusOr<torch::Device> ParseDevice(const std::string& text);
+std::string DtypeName(torch::ScalarType dtype);
+
+}  // namespace kvgrid

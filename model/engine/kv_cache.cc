@@ -1,0 +1,134 @@
+#include "model/engine/kv_cache.h"
+
+#include <algorithm>
+
+namespace kvgrid {
+
+const char* PositionModeName(PositionMode mode) {
+  switch (mode) {
+    case PositionMode::kOriginal: return "original";
+    case PositionMode::kShifted: return "shifted";
+    case PositionMode::kRerotate: return "rerotate";
+  }
+  return "?";
+}
+
+bool ParsePositionMode(const std::string& text, PositionMode* mode) {
+  if (text == "original") *mode = PositionMode::kOriginal;
+  else if (text == "shifted") *mode = PositionMode::kShifted;
+  else if (text == "rerotate") *mode = PositionMode::kRerotate;
+  else return false;
+  return true;
+}
+
+KvCache::KvCache(int64_t num_layers, int64_t batch, int64_t num_heads, int64_t head_dim,
+                 torch::ScalarType dtype, torch::Device device, PositionMode mode)
+    : layers_(num_layers), batch_(batch), heads_(num_heads), head_dim_(head_dim),
+      options_(torch::TensorOptions().dtype(dtype).device(device)), device_(device), mode_(mode) {}
+
+void KvCache::Reallocate(LayerCache& lc, int64_t new_capacity) {
+  auto keys = torch::empty({batch_, heads_, new_capacity, head_dim_}, options_);
+  auto values = torch::empty({batch_, heads_, new_capacity, head_dim_}, options_);
+  auto positions = torch::empty({batch_, heads_, new_capacity},
+                                torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  auto valid = torch::empty({batch_, new_capacity},
+                            torch::TensorOptions().dtype(torch::kBool).device(device_));
+  if (lc.length > 0) {
+    keys.narrow(2, 0, lc.length).copy_(lc.K());
+    values.narrow(2, 0, lc.length).copy_(lc.V());
+    positions.narrow(2, 0, lc.length).copy_(lc.Positions());
+    valid.narrow(1, 0, lc.length).copy_(lc.Valid());
+  }
+  lc.keys = keys;
+  lc.values = values;
+  lc.positions = positions;
+  lc.valid = valid;
+}
+
+void KvCache::Grow(LayerCache& lc, int64_t needed) {
+  if (needed <= lc.capacity()) return;
+  // Grow by a quarter (at least 64 slots) so that repeated appends stay amortised O(1) while the
+  // over-allocation (reported in AllocatedBytes) stays small.
+  int64_t cap = std::max<int64_t>(needed, lc.capacity() + std::max<int64_t>(64, lc.capacity() / 4));
+  Reallocate(lc, cap);
+}
+
+void KvCache::Reserve(int64_t tokens) {
+  for (auto& lc : layers_) Grow(lc, tokens);
+}
+
+void KvCache::Append(int64_t layer, const torch::Tensor& k, const torch::Tensor& v,
+                     const torch::Tensor& positions, const torch::Tensor& valid) {
+  LayerCache& lc = layers_[layer];
+  int64_t m = k.size(2);
+  Grow(lc, lc.length + m);
+  lc.keys.narrow(2, lc.length, m).copy_(k);
+  lc.values.narrow(2, lc.length, m).copy_(v);
+  lc.positions.narrow(2, lc.length, m).copy_(positions.unsqueeze(1).expand({batch_, heads_, m}));
+  lc.valid.narrow(1, lc.length, m).copy_(valid);
+  lc.length += m;
+}
+
+void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {
+  LayerCache& lc = layers_[layer];
+  int64_t k = keep.size(2);
+  auto idx_kv = keep.unsqueeze(-1).expand({batch_, heads_, k, head_dim_});
+  auto new_k = lc.K().gather(2, idx_kv);
+  auto new_v = lc.V().gather(2, idx_kv);
+  auto new_pos = lc.Positions().gather(2, keep);
+  // Padding validity is per batch row; every head of a row keeps valid slots only when the row
+  // has no padding, which is the only case policies support (batch 1).
+  auto new_valid = lc.Valid().gather(1, keep.select(1, 0));
+  lc.length = k;
+  if (k < lc.capacity() / 2 && lc.capacity() > 128) {
+    // Free memory for real: drop the storage and allocate what the kept entries need plus room.
+    lc.keys = torch::Tensor();
+    lc.values = torch::Tensor();
+    lc.positions = torch::Tensor();
+    lc.valid = torch::Tensor();
+    int64_t saved_length = lc.length;
+    lc.length = 0;
+    Reallocate(lc, k + std::max<int64_t>(64, k / 4));
+    lc.length = saved_length;
+  }
+  lc.keys.narrow(2, 0, k).copy_(new_k);
+  lc.values.narrow(2, 0, k).copy_(new_v);
+  lc.positions.narrow(2, 0, k).copy_(new_pos);
+  lc.valid.narrow(1, 0, k).copy_(new_valid);
+}
+
+void KvCache::Clear() {
+  for (auto& lc : layers_) lc = LayerCache();
+}
+
+int64_t KvCache::AllocatedBytes() const {
+  int64_t bytes = 0;
+  for (const auto& lc : layers_) {
+    if (lc.keys.defined()) bytes += 2 * lc.keys.numel() * lc.keys.element_size();
+  }
+  return bytes;
+}
+
+int64_t KvCache::LiveBytes() const {
+  int64_t bytes = 0;
+  for (const auto& lc : layers_) {
+    if (lc.keys.defined()) {
+      bytes += 2 * batch_ * heads_ * lc.length * head_dim_ * lc.keys.element_size();
+    }
+  }
+  return bytes;
+}
+
+int64_t KvCache::MaxLength() const {
+  int64_t m = 0;
+  for (const auto& lc : layers_) m = std::max(m, lc.length);
+  return m;
+}
+
+int64_t KvCache::TotalLength() const {
+  int64_t t = 0;
+  for (const auto& lc : layers_) t += lc.length;
+  return t;
+}
+
+}  // namespace kvgrid

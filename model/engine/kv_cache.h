@@ -1,0 +1,78 @@
+// The KV cache: per layer K/V storage with the true text position of every slot, so that policies
+// can evict and the positional mode is an explicit choice (kv-policies.md §2.6).
+//
+// Layout per layer: keys/values [B, H, capacity, d]; slots [0, length) are live. positions
+// [B, H, capacity] int64 holds each slot's true text position (per head, because per-head policies
+// keep different tokens). What the keys hold depends on the mode:
+//   kOriginal: keys after rotary at their true position; queries use true positions.
+//   kShifted:  keys BEFORE rotary; at every step cached keys are rotated with their slot index
+//              0..n-1 and the query with its slot index (StreamingLLM pos-shift).
+//   kRerotate: keys after rotary at their slot index; after an eviction the kept keys are
+//              re-rotated by (new slot - old slot) once (kvpress KeyRerotationPress).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace kvgrid {
+
+enum class PositionMode { kOriginal, kShifted, kRerotate };
+const char* PositionModeName(PositionMode mode);
+bool ParsePositionMode(const std::string& text, PositionMode* mode);
+
+struct LayerCache {
+  torch::Tensor keys;       // [B, H, capacity, d]
+  torch::Tensor values;     // [B, H, capacity, d]
+  torch::Tensor positions;  // [B, H, capacity] int64, true text positions
+  torch::Tensor valid;      // [B, capacity] bool: false for left-padding slots
+  int64_t length = 0;
+
+  int64_t capacity() const { return keys.defined() ? keys.size(2) : 0; }
+  torch::Tensor K() const { return keys.narrow(2, 0, length); }
+  torch::Tensor V() const { return values.narrow(2, 0, length); }
+  torch::Tensor Positions() const { return positions.narrow(2, 0, length); }
+  torch::Tensor Valid() const { return valid.narrow(1, 0, length); }
+};
+
+class KvCache {
+ public:
+  KvCache(int64_t num_layers, int64_t batch, int64_t num_heads, int64_t head_dim,
+          torch::ScalarType dtype, torch::Device device, PositionMode mode);
+
+  // Pre-allocates every layer for `tokens` slots (generation knows its final length).
+  void Reserve(int64_t tokens);
+  // Appends m new entries to `layer`: k, v [B,H,m,d], positions [B,m] int64, valid [B,m] bool.
+  void Append(int64_t layer, const torch::Tensor& k, const torch::Tensor& v,
+              const torch::Tensor& positions, const torch::Tensor& valid);
+  // Keeps the slots `keep` ([B,H,k] int64, ascending per head) and compacts them to [0,k).
+  // Storage is shrunk when the cache is much smaller than its capacity, so memory is freed.
+  void Keep(int64_t layer, const torch::Tensor& keep);
+  void Clear();
+
+  LayerCache& layer(int64_t i) { return layers_[i]; }
+  const LayerCache& layer(int64_t i) const { return layers_[i]; }
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+  PositionMode mode() const { return mode_; }
+  int64_t batch() const { return batch_; }
+
+  // Exact bytes of K and V storage allocated now (capacity, not logical length).
+  int64_t AllocatedBytes() const;
+  // Bytes the live entries occupy (sum over layers of length * per-slot bytes).
+  int64_t LiveBytes() const;
+  int64_t MaxLength() const;
+  int64_t TotalLength() const;
+
+ private:
+  void Grow(LayerCache& lc, int64_t needed);
+  void Reallocate(LayerCache& lc, int64_t new_capacity);
+
+  std::vector<LayerCache> layers_;
+  int64_t batch_, heads_, head_dim_;
+  torch::TensorOptions options_;
+  torch::Device device_;
+  PositionMode mode_;
+};
+
+}  // namespace kvgrid

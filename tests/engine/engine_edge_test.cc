@@ -1,0 +1,182 @@
+// Engine behaviour beyond the golden numbers: positional modes, eviction mechanics, bad input.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "model/engine/generate.h"
+#include "model/engine/gpt_neox.h"
+
+namespace kvgrid {
+namespace {
+
+const std::string kModel = std::string(KVGRID_FIXTURES_DIR) + "/models/tiny-neox-pythia-like";
+
+std::unique_ptr<GptNeoxModel> Load() {
+  auto m = GptNeoxModel::Load(kModel, torch::kFloat32, torch::kCPU);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return std::move(*m);
+}
+
+// Keeps the first `sinks` and the last `recent` slots (a minimal StreamingLLM for engine tests).
+class SinkWindow : public KvPolicy {
+ public:
+  SinkWindow(int64_t sinks, int64_t recent) : sinks_(sinks), recent_(recent) {}
+  std::string name() const override { return "test_sink_window"; }
+  torch::Tensor SelectKeep(const LayerView& v) override {
+    if (v.n <= sinks_ + recent_) return {};
+    auto idx = torch::cat({torch::arange(sinks_), torch::arange(v.n - recent_, v.n)});
+    return idx.view({1, 1, -1}).expand({1, v.keys.size(1), idx.size(0)}).contiguous();
+  }
+ private:
+  int64_t sinks_, recent_;
+};
+
+torch::Tensor StreamLogits(GptNeoxModel& model, const std::vector<int64_t>& ids, PositionMode mode,
+                           KvPolicy* policy, int64_t* max_kv_bytes = nullptr) {
+  KvCache cache = model.NewCache(1, mode);
+  std::vector<torch::Tensor> rows;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    ForwardRequest req;
+    req.ids = torch::tensor({ids[t]}, torch::kInt64).view({1, 1});
+    req.positions = torch::full({1, 1}, static_cast<int64_t>(t), torch::kInt64);
+    req.phase = t == 0 ? ForwardPhase::kPrefill : ForwardPhase::kDecode;
+    req.tokens_seen = static_cast<int64_t>(t);
+    auto out = model.Forward(req, cache, policy);
+    EXPECT_TRUE(out.ok());
+    rows.push_back(out->logits);
+    if (max_kv_bytes) *max_kv_bytes = std::max(*max_kv_bytes, cache.AllocatedBytes());
+  }
+  return torch::cat(rows, 1);
+}
+
+std::vector<int64_t> SomeIds(int64_t n) {
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < n; ++i) ids.push_back((i * 7919 + 13) % 50000);
+  return ids;
+}
+
+TEST(PositionModes, AllModesAgreeWithoutEviction) {
+  auto model = Load();
+  auto ids = SomeIds(20);
+  auto ref = StreamLogits(*model, ids, PositionMode::kOriginal, nullptr);
+  EXPECT_LT((StreamLogits(*model, ids, PositionMode::kShifted, nullptr) - ref).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((StreamLogits(*model, ids, PositionMode::kRerotate, nullptr) - ref).abs().max().item<double>(), 1e-4);
+}
+
+TEST(PositionModes, ShiftedAndRerotateAgreeAfterEviction) {
+  // Both put kept keys at slots 0..n-1 and the query at slot n; they differ only in when the
+  // rotation happens, so after evictions they must give the same logits.
+  auto model = Load();
+  auto ids = SomeIds(30);
+  SinkWindow a(2, 5), b(2, 5), c(2, 5);
+  auto shifted = StreamLogits(*model, ids, PositionMode::kShifted, &a);
+  auto rerotate = StreamLogits(*model, ids, PositionMode::kRerotate, &b);
+  auto original = StreamLogits(*model, ids, PositionMode::kOriginal, &c);
+  EXPECT_LT((shifted - rerotate).abs().max().item<double>(), 1e-3);
+  // Original positions keep true positions: different numbers once tokens were evicted.
+  EXPECT_GT((shifted - original).abs().max().item<double>(), 1e-3);
+}
+
+TEST(KvCacheMemory, BoundedPolicyKeepsAllocatedBytesFlat) {
+  auto model = Load();
+  SinkWindow p(2, 6);
+  int64_t bytes_short = 0, bytes_long = 0;
+  StreamLogits(*model, SomeIds(40), PositionMode::kShifted, &p, &bytes_short);
+  StreamLogits(*model, SomeIds(160), PositionMode::kShifted, &p, &bytes_long);
+  EXPECT_EQ(bytes_short, bytes_long);
+  int64_t full_short = 0, full_long = 0;
+  StreamLogits(*model, SomeIds(40), PositionMode::kOriginal, nullptr, &full_short);
+  StreamLogits(*model, SomeIds(160), PositionMode::kOriginal, nullptr, &full_long);
+  EXPECT_GT(full_long, full_short);
+}
+
+TEST(BadInput, IdsOutOfVocabularyAreAnError) {
+  auto model = Load();
+  KvCache cache = model->NewCache(1, PositionMode::kOriginal);
+  ForwardRequest req;
+  req.ids = torch::tensor({1, 50304}, torch::kInt64).view({1, 2});
+  req.positions = torch::arange(2).view({1, 2});
+  auto out = model->Forward(req, cache);
+  ASSERT_FALSE(out.ok());
+  EXPECT_NE(std::string(out.status().message()).find("50304"), std::string::npos);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() / ("kvgrid_engine_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string str() const { return path_.string(); }
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path path_;
+};
+
+TEST(BadInput, MissingTensorNamesTheTensorAndFile) {
+  TempDir dir;
+  std::filesystem::copy_file(kModel + "/config.json", dir.str() + "/config.json");
+  auto src = SafetensorsFile::Open(kModel + "/model.safetensors");
+  ASSERT_TRUE(src.ok());
+  std::vector<StWriteTensor> keep;
+  for (const auto& [name, info] : (*src)->tensors()) {
+    if (name == "gpt_neox.final_layer_norm.bias") continue;
+    keep.push_back({name, info.dtype, info.shape, (*src)->DataOf(info)});
+  }
+  ASSERT_TRUE(WriteSafetensors(dir.str() + "/model.safetensors", keep, {}).ok());
+  auto m = GptNeoxModel::Load(dir.str(), torch::kFloat32, torch::kCPU);
+  ASSERT_FALSE(m.ok());
+  std::string msg(m.status().message());
+  EXPECT_NE(msg.find("gpt_neox.final_layer_norm.bias"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
+}
+
+TEST(BadInput, ShapeMismatchWithConfigIsAnError) {
+  TempDir dir;
+  std::ifstream in(kModel + "/config.json");
+  std::string cfg((std::istreambuf_iterator<char>(in)), {});
+  auto pos = cfg.find("\"intermediate_size\": 256");
+  ASSERT_NE(pos, std::string::npos);
+  cfg.replace(pos, 24, "\"intermediate_size\": 128");
+  std::ofstream(dir.str() + "/config.json") << cfg;
+  std::filesystem::create_symlink(kModel + "/model.safetensors", dir.str() + "/model.safetensors");
+  auto m = GptNeoxModel::Load(dir.str(), torch::kFloat32, torch::kCPU);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(std::string(m.status().message()).find("dense_h_to_4h"), std::string::npos) << m.status();
+}
+
+TEST(BadInput, CudaRequestOnCpuBuildIsAClearError) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "CUDA present";
+  auto d = ParseDevice("cuda");
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(std::string(d.status().message()).find("CUDA"), std::string::npos);
+  EXPECT_FALSE(ParseDevice("tpu").ok());
+  EXPECT_FALSE(ParseDtype("float8").ok());
+}
+
+TEST(Sampling, SeededSamplingIsReproducibleAndGreedyIgnoresSeed) {
+  auto model = Load();
+  SamplingParams p;
+  p.greedy = false;
+  p.temperature = 0.8;
+  p.top_k = 50;
+  p.top_p = 0.9;
+  p.seed = 7;
+  p.max_new_tokens = 12;
+  p.ignore_eos = true;
+  auto a = Generate(*model, {SomeIds(5)}, p, nullptr, PositionMode::kOriginal);
+  auto b = Generate(*model, {SomeIds(5)}, p, nullptr, PositionMode::kOriginal);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->new_ids, b->new_ids);
+  EXPECT_EQ(a->new_ids[0].size(), 12u);
+  p.seed = 8;
+  auto c = Generate(*model, {SomeIds(5)}, p, nullptr, PositionMode::kOriginal);
+  EXPECT_NE(a->new_ids, c->new_ids);
+}
+
+}  // namespace
+}  // namespace kvgrid
