@@ -1,0 +1,388 @@
+#include "worker/datasets/dataset_loader.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zip.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "common/atomic_file.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+
+namespace kvgrid {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kWikitext[] = "wikitext-2-raw-v1";
+constexpr char kPg19[] = "pg19";
+constexpr char kWikitextUrl[] =
+    "https://huggingface.co/datasets/ggml-org/ci/resolve/main/wikitext-2-raw-v1.zip";
+constexpr char kPg19UrlBase[] = "https://storage.googleapis.com/deepmind-gutenberg";
+constexpr char kPg19TestList[] =
+    "https://huggingface.co/datasets/deepmind/pg19/resolve/main/data/test_files.txt";
+constexpr double kLockTimeoutS = 1800;
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? std::string() : std::string(v);
+}
+
+bool IsTruthy(const std::string& v) {
+  std::string s = absl::AsciiStrToLower(absl::StripAsciiWhitespace(v));
+  return s == "1" || s == "true" || s == "yes" || s == "on";
+}
+
+bool Offline(const DatasetRequest& r) {
+  return r.offline || IsTruthy(Env("HF_HUB_OFFLINE")) || IsTruthy(Env("HF_DATASETS_OFFLINE")) ||
+         IsTruthy(Env("KVGRID_OFFLINE"));
+}
+
+bool Exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+// Whether a decoded code point is whitespace for Python's str.isspace().
+bool IsPythonSpace(uint32_t c) {
+  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
+         c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+// True when every character of the UTF-8 line is whitespace (Python's `not line.strip()`).
+bool IsBlankLine(absl::string_view line) {
+  size_t i = 0;
+  while (i < line.size()) {
+    unsigned char b = static_cast<unsigned char>(line[i]);
+    uint32_t cp;
+    size_t len;
+    if (b < 0x80) {
+      cp = b;
+      len = 1;
+    } else if ((b >> 5) == 0x6 && i + 1 < line.size()) {
+      cp = ((b & 0x1f) << 6) | (line[i + 1] & 0x3f);
+      len = 2;
+    } else if ((b >> 4) == 0xe && i + 2 < line.size()) {
+      cp = ((b & 0x0f) << 12) | ((line[i + 1] & 0x3f) << 6) | (line[i + 2] & 0x3f);
+      len = 3;
+    } else {
+      return false;  // 4-byte sequences are never whitespace; invalid bytes are not either
+    }
+    if (!IsPythonSpace(cp)) return false;
+    i += len;
+  }
+  return true;
+}
+
+struct SplitInfo {
+  std::string canonical;  // "test" | "validation" | "train"
+  std::string wikitext_member;
+};
+
+absl::StatusOr<SplitInfo> ParseSplit(const std::string& dataset, const std::string& split) {
+  std::string s = split.empty() ? "test" : split;
+  if (s == "test") return SplitInfo{"test", "wikitext-2-raw/wiki.test.raw"};
+  if (s == "validation" || s == "valid") {
+    return SplitInfo{"validation", "wikitext-2-raw/wiki.valid.raw"};
+  }
+  if (s == "train") return SplitInfo{"train", "wikitext-2-raw/wiki.train.raw"};
+  return absl::InvalidArgumentError(absl::StrCat("unknown split '", split, "' for dataset ",
+                                                 dataset, "; known splits: test, validation, "
+                                                 "train"));
+}
+
+std::string UnknownDatasetMessage(const std::string& name) {
+  return absl::StrCat("unknown dataset '", name, "'; known datasets: ",
+                      absl::StrJoin(KnownDatasets(), ", "),
+                      " (or set path to read a local text file)");
+}
+
+// Reads one member of a zip archive (libzip). Errors name the archive and the member.
+absl::StatusOr<std::string> ReadZipMember(const std::string& zip_path, const std::string& member) {
+  int err = 0;
+  zip_t* za = zip_open(zip_path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &err);
+  if (za == nullptr) {
+    zip_error_t ze;
+    zip_error_init_with_code(&ze, err);
+    std::string msg = absl::StrCat("cannot open zip archive ", zip_path, ": ",
+                                   zip_error_strerror(&ze));
+    zip_error_fini(&ze);
+    return absl::DataLossError(msg);
+  }
+  std::string out;
+  absl::Status status;
+  zip_int64_t index = zip_name_locate(za, member.c_str(), 0);
+  zip_stat_t st;
+  zip_stat_init(&st);
+  if (index < 0) {
+    status = absl::NotFoundError(absl::StrCat("zip archive ", zip_path, " has no member ", member));
+  } else if (zip_stat_index(za, static_cast<zip_uint64_t>(index), 0, &st) != 0 ||
+             !(st.valid & ZIP_STAT_SIZE)) {
+    status = absl::DataLossError(absl::StrCat("cannot stat ", member, " in ", zip_path, ": ",
+                                              zip_strerror(za)));
+  } else if (st.size > (uint64_t{1} << 32)) {
+    status = absl::ResourceExhaustedError(
+        absl::StrCat(member, " in ", zip_path, " is too large (", st.size, " bytes)"));
+  } else {
+    zip_file_t* zf = zip_fopen_index(za, static_cast<zip_uint64_t>(index), 0);
+    if (zf == nullptr) {
+      status = absl::DataLossError(absl::StrCat("cannot open ", member, " in ", zip_path, ": ",
+                                                zip_strerror(za)));
+    } else {
+      out.resize(st.size);
+      zip_uint64_t got = 0;
+      while (got < st.size) {
+        zip_int64_t n = zip_fread(zf, &out[got], st.size - got);
+        if (n <= 0) break;
+        got += static_cast<zip_uint64_t>(n);
+      }
+      if (got != st.size) {
+        status = absl::DataLossError(absl::StrCat("cannot read ", member, " in ", zip_path, ": ",
+                                                  zip_file_strerror(zf)));
+      }
+      zip_fclose(zf);  // checks the CRC
+    }
+  }
+  zip_discard(za);
+  if (!status.ok()) return status;
+  return out;
+}
+
+std::string SidecarPath(const std::string& file) { return file + ".sha256"; }
+
+// Checks a cached file against its sidecar. Ok(true): valid. Ok(false): not cached.
+// Error DataLoss: present but corrupt (or without a checksum); both files are removed.
+absl::StatusOr<bool> VerifyCached(const std::string& file) {
+  if (!Exists(file)) {
+    ::unlink(SidecarPath(file).c_str());
+    return false;
+  }
+  std::string problem;
+  auto sidecar = ReadFileToString(SidecarPath(file));
+  if (!sidecar.ok()) {
+    problem = absl::StrCat("it has no checksum file ", SidecarPath(file));
+  } else {
+    absl::string_view recorded = absl::StripAsciiWhitespace(*sidecar);
+    recorded = recorded.substr(0, recorded.find_first_of(" \t"));
+    ASSIGN_OR_RETURN(std::string actual, Sha256File(file));
+    if (!IsSha256Hex(recorded)) {
+      problem = absl::StrCat("its checksum file ", SidecarPath(file), " is malformed");
+    } else if (absl::AsciiStrToLower(recorded) != actual) {
+      problem = absl::StrCat("sha256 is ", actual, " but ", SidecarPath(file), " records ",
+                             recorded);
+    }
+  }
+  if (problem.empty()) return true;
+  ::unlink(file.c_str());
+  ::unlink(SidecarPath(file).c_str());
+  return absl::DataLossError(absl::StrCat("cached dataset file ", file, " is corrupt (", problem,
+                                          "); removed it"));
+}
+
+// Writes the text and then its sidecar, both atomically.
+absl::Status StoreCached(const std::string& file, absl::string_view text) {
+  RETURN_IF_ERROR(WriteFileAtomically(file, text));
+  return WriteFileAtomically(
+      SidecarPath(file),
+      absl::StrCat(Sha256Hex(text), "  ", fs::path(file).filename().string(), "\n"));
+}
+
+struct Source {
+  std::string cache_file;  // where the final text lives in the cache
+  std::string url;         // what to download
+  std::string download;    // where the download goes (then processed into cache_file)
+  std::string describe;    // "wikitext-2-raw-v1 test split" / "pg19 test book 10146"
+  std::string zip_member;  // wikitext only
+  bool pg19 = false;
+  int64_t sample = 0;
+};
+
+absl::StatusOr<Source> Describe(const DatasetRequest& r) {
+  std::string cache = r.cache_dir.empty() ? DefaultDatasetCacheDir() : r.cache_dir;
+  Source s;
+  if (r.name == kWikitext) {
+    ASSIGN_OR_RETURN(SplitInfo split, ParseSplit(r.name, r.split));
+    s.cache_file = absl::StrCat(cache, "/", kWikitext, "/", split.canonical, ".txt");
+    s.url = Env("KVGRID_WIKITEXT_URL");
+    if (s.url.empty()) s.url = kWikitextUrl;
+    s.download = absl::StrCat(cache, "/downloads/", kWikitext, ".zip");
+    s.describe = absl::StrCat(kWikitext, " ", split.canonical, " split");
+    s.zip_member = split.wikitext_member;
+    return s;
+  }
+  if (r.name == kPg19) {
+    ASSIGN_OR_RETURN(SplitInfo split, ParseSplit(r.name, r.split));
+    std::string dir = split.canonical;
+    if (r.sample < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pg19 sample must be a positive Gutenberg book id (0 = ", kDefaultPg19Sample,
+          "), got ", r.sample, "; test book ids are listed in ", kPg19TestList));
+    }
+    s.pg19 = true;
+    s.sample = r.sample == 0 ? kDefaultPg19Sample : r.sample;
+    std::string base = Env("KVGRID_PG19_URL_BASE");
+    if (base.empty()) base = kPg19UrlBase;
+    while (absl::EndsWith(base, "/")) base.pop_back();
+    s.url = absl::StrCat(base, "/", dir, "/", s.sample, ".txt");
+    s.cache_file = absl::StrCat(cache, "/", kPg19, "/", dir, "/", s.sample, ".txt");
+    s.download = absl::StrCat(cache, "/downloads/", kPg19, "-", dir, "-", s.sample, ".txt");
+    s.describe = absl::StrCat("pg19 ", split.canonical, " book ", s.sample);
+    return s;
+  }
+  return absl::InvalidArgumentError(UnknownDatasetMessage(r.name));
+}
+
+// Turns the downloaded (or local) bytes into the dataset text.
+absl::StatusOr<std::string> Process(const Source& s, const std::string& downloaded_path) {
+  if (s.pg19) {
+    ASSIGN_OR_RETURN(std::string raw, ReadFileToString(downloaded_path));
+    return NormalizeNewlines(raw);
+  }
+  ASSIGN_OR_RETURN(std::string raw, ReadZipMember(downloaded_path, s.zip_member));
+  return WikitextRowsFromRaw(NormalizeNewlines(raw));
+}
+
+absl::StatusOr<std::string> LoadLocal(const DatasetRequest& r) {
+  if (!Exists(r.path)) {
+    return absl::NotFoundError(absl::StrCat("dataset file ", r.path, " (given as path for ",
+                                            r.name.empty() ? "the dataset" : r.name,
+                                            ") does not exist"));
+  }
+  if (r.name == kWikitext) {
+    ASSIGN_OR_RETURN(SplitInfo split, ParseSplit(r.name, r.split));
+    if (absl::EndsWith(r.path, ".zip")) {
+      ASSIGN_OR_RETURN(std::string raw, ReadZipMember(r.path, split.wikitext_member));
+      return WikitextRowsFromRaw(NormalizeNewlines(raw));
+    }
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(r.path));
+    if (absl::EndsWith(r.path, ".raw")) return WikitextRowsFromRaw(NormalizeNewlines(text));
+    return text;
+  }
+  if (r.name == kPg19) {
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(r.path));
+    return NormalizeNewlines(text);
+  }
+  if (r.name.empty() || r.name == "text") return ReadFileToString(r.path);
+  return absl::InvalidArgumentError(UnknownDatasetMessage(r.name));
+}
+
+}  // namespace
+
+std::vector<std::string> KnownDatasets() { return {kWikitext, kPg19}; }
+
+std::string DefaultDatasetCacheDir() {
+  std::string root = Env("KVGRID_CACHE");
+  if (!root.empty()) return root + "/datasets";
+  std::string xdg = Env("XDG_CACHE_HOME");
+  if (!xdg.empty()) return xdg + "/kvgrid/datasets";
+  std::string home = Env("HOME");
+  return (home.empty() ? std::string("/tmp") : home) + "/.cache/kvgrid/datasets";
+}
+
+std::string NormalizeNewlines(absl::string_view text) {
+  if (text.find('\r') == absl::string_view::npos) return std::string(text);
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\r') {
+      out.push_back('\n');
+      if (i + 1 < text.size() && text[i + 1] == '\n') ++i;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+std::string WikitextRowsFromRaw(absl::string_view raw) {
+  std::string out;
+  out.reserve(raw.size() + raw.size() / 8);
+  size_t pos = 0;
+  bool first = true;
+  while (pos < raw.size()) {
+    size_t nl = raw.find('\n', pos);
+    size_t end = nl == absl::string_view::npos ? raw.size() : nl + 1;
+    absl::string_view line = raw.substr(pos, end - pos);
+    if (!first) out += "\n\n";
+    first = false;
+    if (!IsBlankLine(line)) out.append(line.data(), line.size());
+    pos = end;
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> EnsureDatasetCached(const DatasetRequest& r) {
+  if (!r.path.empty()) {
+    if (!Exists(r.path)) {
+      return absl::NotFoundError(absl::StrCat("dataset file ", r.path, " does not exist"));
+    }
+    return r.path;
+  }
+  ASSIGN_OR_RETURN(Source s, Describe(r));
+  const bool offline = Offline(r);
+  absl::StatusOr<bool> cached = VerifyCached(s.cache_file);
+  if (cached.ok() && *cached) return s.cache_file;
+  if (!cached.ok()) {
+    if (offline) {
+      return absl::DataLossError(absl::StrCat(
+          cached.status().message(), "; offline, so it cannot be downloaded again"));
+    }
+    std::fprintf(stderr, "kvgrid: warning: %s; downloading %s again\n",
+                 std::string(cached.status().message()).c_str(), s.describe.c_str());
+  }
+  if (offline) {
+    return absl::NotFoundError(absl::StrCat(
+        "offline: ", s.describe, " is not in the cache (looked for ", s.cache_file,
+        "); download it first with `kvgrid download --dataset ", r.name,
+        s.pg19 ? absl::StrCat(" --sample ", s.sample) : std::string(), "` or set path"));
+  }
+  ASSIGN_OR_RETURN(auto lock, ScopedFileLock::Acquire(s.cache_file + ".lock", kLockTimeoutS));
+  // Another process may have filled the cache while we waited for the lock.
+  cached = VerifyCached(s.cache_file);
+  if (cached.ok() && *cached) return s.cache_file;
+  auto dl = HttpDownloadToFile(s.url, s.download, r.http);
+  if (!dl.ok()) {
+    std::string hint;
+    if (s.pg19 && dl.status().code() == absl::StatusCode::kNotFound) {
+      hint = absl::StrCat("; pg19 samples are Gutenberg book ids of the split (the test split's "
+                          "100 ids are listed in ", kPg19TestList, "; default ",
+                          kDefaultPg19Sample, ")");
+    }
+    return absl::Status(dl.status().code(), absl::StrCat("downloading ", s.describe, ": ",
+                                                         dl.status().message(), hint));
+  }
+  absl::StatusOr<std::string> text = Process(s, s.download);
+  ::unlink(s.download.c_str());  // processed (or unusable: a fresh download next time)
+  if (!text.ok()) {
+    return absl::Status(text.status().code(), absl::StrCat("processing ", s.describe, " from ",
+                                                           s.url, ": ", text.status().message()));
+  }
+  RETURN_IF_ERROR(StoreCached(s.cache_file, *text));
+  ::unlink((s.cache_file + ".lock").c_str());
+  return s.cache_file;
+}
+
+absl::StatusOr<std::string> LoadDatasetText(const DatasetRequest& r) {
+  if (!r.path.empty()) return LoadLocal(r);
+  ASSIGN_OR_RETURN(std::string file, EnsureDatasetCached(r));
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(file));
+  // Verify what was read (the file could change between the check and the read).
+  auto sidecar = ReadFileToString(SidecarPath(file));
+  if (!sidecar.ok() || !absl::StartsWith(absl::StripAsciiWhitespace(*sidecar), Sha256Hex(text))) {
+    return absl::DataLossError(absl::StrCat("cached dataset file ", file,
+                                            " changed while it was being read; try again"));
+  }
+  return text;
+}
+
+}  // namespace kvgrid
