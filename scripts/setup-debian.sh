@@ -10,7 +10,7 @@ PKGS=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libsqlite3-dev sqlite3
   libabsl-dev libyaml-cpp-dev
-  libcurl4-openssl-dev libssl-dev
+  libcurl4-openssl-dev libssl-dev libzip-dev
   libpcre2-dev libutf8proc-dev
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
