@@ -15,6 +15,7 @@ PKGS=(
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
   python3 clang
+  libexpat1-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

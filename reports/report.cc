@@ -1,0 +1,1018 @@
+#include "reports/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <tuple>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "reports/markdown_table.h"
+#include "reports/statistics.h"
+#include "reports/svg_plot.h"
+#include "worker/run_spec.h"
+
+namespace kvgrid::reports {
+namespace {
+
+using nlohmann::json;
+
+constexpr double kMiB = 1024.0 * 1024.0;
+constexpr size_t kMaxErrorChars = 300;
+constexpr size_t kMaxCurvePoints = 800;
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+
+std::string Fmt(double v) {
+  if (!std::isfinite(v)) return "n/a";
+  double a = std::abs(v);
+  if (a >= 1000) return absl::StrFormat("%.0f", v);
+  if (a >= 100) return absl::StrFormat("%.1f", v);
+  if (a >= 10) return absl::StrFormat("%.2f", v);
+  if (a >= 1) return absl::StrFormat("%.3f", v);
+  if (a == 0) return "0";
+  return absl::StrFormat("%.3g", v);
+}
+
+// Decimals that Fmt() would use for v, so a median and its spread print alike.
+int Decimals(double v) {
+  double a = std::abs(v);
+  if (!std::isfinite(a) || a >= 1000) return 0;
+  if (a >= 100) return 1;
+  if (a >= 10) return 2;
+  if (a >= 1) return 3;
+  if (a == 0) return 3;
+  return std::min(9, 2 - static_cast<int>(std::floor(std::log10(a))));
+}
+
+std::string FmtInt(double v) { return absl::StrFormat("%.0f", v); }
+
+std::string FormatSummary(const Summary& s, double scale = 1.0) {
+  if (s.empty()) return "";
+  if (s.n == 1) return Fmt(s.median / scale);
+  const int d = Decimals(s.median / scale);
+  return absl::StrCat(absl::StrFormat("%.*f", d, s.median / scale), " [",
+                      absl::StrFormat("%.*f", d, s.SpreadLow() / scale), "–",
+                      absl::StrFormat("%.*f", d, s.SpreadHigh() / scale), "] n=", s.n);
+}
+
+std::string FormatDelta(std::optional<double> value, std::optional<double> base) {
+  if (!value || !base || *base == 0 || !std::isfinite(*value) || !std::isfinite(*base)) return "";
+  return absl::StrFormat("%+.1f%%", (*value / *base - 1.0) * 100.0);
+}
+
+std::string UtcDate(int64_t ms) {
+  if (ms <= 0) return "";
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d", &tm);
+  return buf;
+}
+
+std::string JsonScalar(const json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_null()) return "";
+  return j.dump();
+}
+
+std::string Heading(int level, const std::string& text) {
+  return absl::StrCat(std::string(std::clamp(level, 1, 6), '#'), " ", text, "\n\n");
+}
+
+std::string SanitizeFileName(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_';
+    out += ok ? c : '_';
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies: "name:key=value,key=[a,b]" (canonical PolicySpec::ToString()).
+
+struct PolicyText {
+  std::string name;
+  std::map<std::string, std::string> params;
+};
+
+PolicyText ParsePolicyText(const std::string& text) {
+  PolicyText p;
+  size_t colon = text.find(':');
+  p.name = text.substr(0, colon);
+  if (colon == std::string::npos) return p;
+  std::string rest = text.substr(colon + 1);
+  int depth = 0;
+  std::string item;
+  auto flush = [&] {
+    if (item.empty()) return;
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      p.params[item] = "";
+    } else {
+      p.params[item.substr(0, eq)] = item.substr(eq + 1);
+    }
+    item.clear();
+  };
+  for (char c : rest) {
+    if (c == '[') ++depth;
+    if (c == ']') --depth;
+    if (c == ',' && depth == 0) {
+      flush();
+    } else {
+      item += c;
+    }
+  }
+  flush();
+  return p;
+}
+
+std::optional<double> ParamNumber(const PolicyText& p, const std::string& key) {
+  auto it = p.params.find(key);
+  if (it == p.params.end() || it->second.empty()) return std::nullopt;
+  char* end = nullptr;
+  double v = std::strtod(it->second.c_str(), &end);
+  if (end == it->second.c_str() || *end != '\0' || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
+// Parameters that set the cache budget (the x axis of "PPL vs budget"); other parameters that
+// vary tell the lines apart (e.g. streaming_llm's sink_tokens).
+std::set<std::string> BudgetKeys(const std::string& policy) {
+  if (policy == "window" || policy == "streaming_llm") return {"window"};
+  if (policy == "h2o") return {"heavy", "recent", "heavy_ratio", "recent_ratio"};
+  if (policy == "knorm") return {"budget", "keep_ratio"};
+  if (policy == "tova") return {"cache_size"};
+  return {"budget", "ratio"};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs, tables and rows
+
+struct Run {
+  const RunView* view = nullptr;
+  RunSpec spec;
+  bool spec_ok = false;
+  std::string spec_error;
+  PolicyText policy;
+  json env = json::object();
+
+  const std::vector<double>* Samples(const std::string& name) const {
+    auto it = view->samples.find(name);
+    if (it == view->samples.end() || it->second.empty()) return nullptr;
+    return &it->second;
+  }
+  std::optional<double> Metric(const std::string& name) const {
+    auto it = view->metrics.find(name);
+    if (it == view->metrics.end()) return std::nullopt;
+    return it->second.first;
+  }
+};
+
+int WorkloadRank(const std::string& w) {
+  if (w == "perplexity") return 0;
+  if (w == "generation") return 1;
+  return 2;
+}
+int ProtocolRank(const std::string& p) {
+  if (p == "sliding") return 0;
+  if (p == "streaming") return 1;
+  if (p == "prefill") return 2;
+  return 3;
+}
+int PositionRank(const std::string& p) {
+  if (p == "original") return 0;
+  if (p == "shifted") return 1;
+  if (p == "rerotate") return 2;
+  return 3;
+}
+
+struct GroupKey {
+  int workload_rank = 0;
+  std::string workload;
+  int dataset_rank = 0;
+  std::string dataset, split, path;
+  int64_t sample = 0;
+  std::string model, revision, dtype, device;
+  int protocol_rank = 0;
+  std::string protocol;
+  std::vector<int64_t> params;  // protocol settings that matter for this workload/protocol
+
+  auto Tie() const {
+    return std::tie(workload_rank, workload, dataset_rank, dataset, split, sample, path, model,
+                    revision, dtype, device, protocol_rank, protocol, params);
+  }
+  bool operator<(const GroupKey& o) const { return Tie() < o.Tie(); }
+};
+
+struct RowKey {
+  int full_rank = 1;  // 0 for the baseline `full`
+  std::string policy_name;
+  double budget = 0;
+  std::string policy;
+  int position_rank = 0;
+  std::string position_mode;
+  auto Tie() const {
+    return std::tie(full_rank, policy_name, budget, policy, position_rank, position_mode);
+  }
+  bool operator<(const RowKey& o) const { return Tie() < o.Tie(); }
+};
+
+struct Row {
+  RowKey key;
+  std::vector<const Run*> runs;
+};
+
+struct Group {
+  GroupKey key;
+  std::map<RowKey, Row> rows;
+};
+
+std::string ProtocolSettings(const RunSpec& s) {
+  if (s.workload == "perplexity") {
+    const auto& p = s.perplexity;
+    if (p.protocol == "sliding") {
+      return absl::StrCat("sliding window ", p.max_length, ", stride ", p.stride,
+                          p.max_tokens > 0 ? absl::StrCat(", first ", p.max_tokens, " tokens")
+                                           : std::string(", whole text"));
+    }
+    if (p.protocol == "streaming") {
+      return absl::StrCat("streaming, ",
+                          p.max_tokens > 0 ? absl::StrCat(p.max_tokens, " tokens")
+                                           : std::string("default length"),
+                          ", one token per step, policy active every step");
+    }
+    if (p.protocol == "prefill") {
+      return absl::StrCat("prefill: context ", p.context_tokens, " + continuation ",
+                          p.continuation_tokens, " tokens, compressed once after the context");
+    }
+    return p.protocol;
+  }
+  if (s.workload == "generation") {
+    const auto& g = s.generation;
+    return absl::StrCat("prompt ", g.prompt_tokens, " tokens, ", g.new_tokens,
+                        " new tokens (greedy, EOS ignored), batch ", g.batch);
+  }
+  return s.workload;
+}
+
+std::optional<double> Budget(const Run& r) {
+  const PolicyText& p = r.policy;
+  const std::string& n = p.name;
+  auto num = [&](const char* k) { return ParamNumber(p, k); };
+  // Tokens a ratio applies to: the prompt/context the policy compresses.
+  std::optional<double> tokens;
+  if (r.spec.workload == "generation") tokens = static_cast<double>(r.spec.generation.prompt_tokens);
+  if (r.spec.workload == "perplexity" && r.spec.perplexity.protocol == "prefill") {
+    tokens = static_cast<double>(r.spec.perplexity.context_tokens);
+  }
+  std::optional<double> b;
+  if (n == "full") return std::nullopt;
+  if (n == "window") {
+    b = num("window");
+  } else if (n == "streaming_llm") {
+    if (num("window")) b = *num("window") + num("sink_tokens").value_or(0);
+  } else if (n == "h2o") {
+    if (num("heavy") || num("recent")) {
+      b = num("heavy").value_or(0) + num("recent").value_or(0);
+    } else if (tokens && (num("heavy_ratio") || num("recent_ratio"))) {
+      b = std::floor((num("heavy_ratio").value_or(0) + num("recent_ratio").value_or(0)) * *tokens);
+    }
+  } else if (n == "tova") {
+    b = num("cache_size");
+  } else if (n == "knorm") {
+    if (num("budget")) {
+      b = num("budget");
+    } else if (tokens && num("keep_ratio")) {
+      b = std::ceil(*num("keep_ratio") * *tokens);
+    }
+  } else {
+    if (num("budget")) {
+      b = num("budget");
+    } else if (tokens && num("ratio")) {
+      b = std::floor(*num("ratio") * *tokens);
+    } else if (num("cache_size")) {
+      b = num("cache_size");
+    } else if (num("window")) {
+      b = num("window");
+    }
+  }
+  if (!b) b = r.Metric("kv_tokens_max");  // measured cache size as the last resort
+  return b;
+}
+
+// The values of one metric over a row: raw samples of the same name when the runs kept them
+// (timings: one per repeat), else the metric value of each run.
+Summary MetricSummary(const Row& row, const std::string& name, double scale = 1.0) {
+  std::vector<double> values;
+  bool any_samples = false;
+  for (const Run* r : row.runs) {
+    if (r->Samples(name) != nullptr) any_samples = true;
+  }
+  for (const Run* r : row.runs) {
+    if (any_samples) {
+      if (const auto* s = r->Samples(name)) values.insert(values.end(), s->begin(), s->end());
+    } else if (auto m = r->Metric(name)) {
+      values.push_back(*m);
+    }
+  }
+  for (double& v : values) v *= scale;
+  return Summarize(std::move(values));
+}
+
+// Decode throughput per repeat: new_tokens / (TTFT + (new_tokens − 1) · TPOT), which is exactly
+// generated tokens / total generation time by metrics.md's definitions. Falls back to a stored
+// series or the stored metric.
+Summary ThroughputSummary(const Row& row) {
+  std::vector<double> values;
+  for (const Run* r : row.runs) {
+    if (const auto* s = r->Samples("throughput_tok_s")) {
+      values.insert(values.end(), s->begin(), s->end());
+      continue;
+    }
+    const auto* ttft = r->Samples("ttft_ms");
+    const auto* tpot = r->Samples("tpot_ms");
+    double n = static_cast<double>(r->spec.generation.new_tokens);
+    if (ttft && tpot && ttft->size() == tpot->size() && n >= 1) {
+      for (size_t i = 0; i < ttft->size(); ++i) {
+        double total_ms = (*ttft)[i] + (n - 1) * (*tpot)[i];
+        if (total_ms > 0) values.push_back(n / (total_ms / 1000.0));
+      }
+      continue;
+    }
+    if (auto m = r->Metric("throughput_tok_s")) values.push_back(*m);
+  }
+  return Summarize(std::move(values));
+}
+
+struct PplCell {
+  std::optional<double> central;
+  std::string text;
+};
+
+PplCell PplOf(const Row& row) {
+  PplCell c;
+  if (row.runs.size() == 1) {
+    const Run& r = *row.runs.front();
+    std::optional<double> ppl = r.Metric("ppl");
+    const auto* nll = r.Samples("nll");
+    if (!ppl && nll) {
+      auto est = PplFromNll(*nll);
+      if (est.ok()) ppl = est->ppl;
+    }
+    if (!ppl) return c;
+    c.central = ppl;
+    double pm = 0;
+    if (nll && nll->size() >= 2) {
+      pm = PplUncertainty(*ppl, *nll);
+    } else if (auto se = r.Metric("ppl_stderr")) {
+      pm = *se;
+    }
+    c.text = pm > 0 ? absl::StrCat(Fmt(*ppl), " ± ", Fmt(pm)) : Fmt(*ppl);
+    return c;
+  }
+  Summary s = MetricSummary(row, "ppl");
+  if (s.empty()) return c;
+  c.central = s.median;
+  c.text = FormatSummary(s);
+  return c;
+}
+
+std::optional<double> Central(const Summary& s) {
+  if (s.empty()) return std::nullopt;
+  return s.median;
+}
+
+std::string PolicyCell(const Row& row) { return absl::StrCat("`", row.key.policy, "`"); }
+
+// ---------------------------------------------------------------------------------------------
+
+class ReportBuilder {
+ public:
+  ReportBuilder(const ExperimentView& exp, const std::vector<RunView>& views,
+                const ReportOptions& opt)
+      : exp_(exp), opt_(opt) {
+    runs_.reserve(views.size());
+    for (const auto& v : views) runs_.push_back(Parse(v));
+  }
+
+  RenderedReport Build() {
+    Classify();
+    RenderedReport out;
+    std::string& md = out.markdown;
+    const int h = opt_.heading_level;
+    md += Heading(h, absl::StrCat("kvgrid results: ", exp_.name));
+    md += SummaryText();
+    for (const auto& [key, group] : groups_) md += RenderGroup(group, h + 1);
+    if (!opt_.plots_dir.empty()) {
+      out.plots = BuildPlots();
+      if (!out.plots.empty()) {
+        md += Heading(h + 1, "Plots");
+        std::string prefix = opt_.plots_link_prefix.empty() ? opt_.plots_dir : opt_.plots_link_prefix;
+        while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+        for (const auto& p : out.plots) {
+          md += absl::StrCat("![", p.title, "](", prefix.empty() ? "" : prefix + "/", p.filename,
+                             ")\n\n");
+        }
+      }
+    }
+    md += FailedRuns(h + 1);
+    md += Notes(h + 1);
+    md += Setup(h + 1);
+    return out;
+  }
+
+ private:
+  Run Parse(const RunView& v) {
+    Run r;
+    r.view = &v;
+    json j = json::parse(v.spec_json, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) {
+      r.spec_error = "spec_json is not valid JSON";
+    } else {
+      auto spec = RunSpec::FromJson(j);
+      if (spec.ok()) {
+        r.spec = *std::move(spec);
+        r.spec_ok = true;
+      } else {
+        r.spec_error = std::string(spec.status().message());
+      }
+    }
+    if (!r.spec_ok) {  // keep what the runs table says
+      r.spec.policy = v.policy;
+      r.spec.dataset.name = v.dataset;
+      r.spec.workload = v.workload;
+    }
+    r.policy = ParsePolicyText(r.spec.policy);
+    if (!v.environment_json.empty()) {
+      json e = json::parse(v.environment_json, nullptr, false);
+      if (e.is_object()) r.env = std::move(e);
+    }
+    return r;
+  }
+
+  void Classify() {
+    std::map<std::string, int> dataset_rank;
+    for (const Run& r : runs_) {
+      const std::string& st = r.view->status;
+      if (st == "failed" || st == "cancelled") {
+        failed_.push_back(&r);
+        continue;
+      }
+      if (st != "done") {
+        unfinished_.push_back(&r);
+        continue;
+      }
+      ++done_;
+      if (r.spec.workload == "noop") {
+        ++noop_;
+        continue;
+      }
+      if (!r.spec_ok) {
+        notes_.push_back(absl::StrCat("run `", r.view->run_key, "` is done but its spec could not be read (",
+                                      r.spec_error, "); it is not tabulated"));
+        continue;
+      }
+      if (r.view->metrics.empty()) {
+        notes_.push_back(absl::StrCat("run `", r.view->run_key, "` (", r.spec.policy, ", ",
+                                      r.spec.workload, ") is done but has no stored metrics"));
+        continue;
+      }
+      GroupKey g;
+      g.workload = r.spec.workload;
+      g.workload_rank = WorkloadRank(g.workload);
+      auto [it, inserted] = dataset_rank.emplace(r.spec.dataset.name, static_cast<int>(dataset_rank.size()));
+      g.dataset_rank = it->second;
+      g.dataset = r.spec.dataset.name;
+      g.split = r.spec.dataset.split;
+      g.sample = r.spec.dataset.sample;
+      g.path = r.spec.dataset.path;
+      g.model = r.spec.model.id;
+      g.revision = r.spec.model.revision;
+      g.dtype = r.spec.model.dtype;
+      g.device = r.spec.device;
+      if (g.workload == "perplexity") {
+        const auto& p = r.spec.perplexity;
+        g.protocol = p.protocol;
+        g.protocol_rank = ProtocolRank(p.protocol);
+        if (p.protocol == "sliding") g.params = {p.max_length, p.stride, p.max_tokens};
+        else if (p.protocol == "streaming") g.params = {p.max_tokens};
+        else if (p.protocol == "prefill") g.params = {p.context_tokens, p.continuation_tokens};
+        else g.params = {p.max_tokens, p.max_length, p.stride, p.context_tokens, p.continuation_tokens};
+      } else if (g.workload == "generation") {
+        const auto& gp = r.spec.generation;
+        g.params = {gp.prompt_tokens, gp.new_tokens, gp.batch};
+      }
+      RowKey k;
+      k.policy_name = r.policy.name;
+      k.full_rank = r.policy.name == "full" ? 0 : 1;
+      k.budget = Budget(r).value_or(0);
+      k.policy = r.spec.policy;
+      k.position_mode = r.spec.position_mode;
+      k.position_rank = PositionRank(r.spec.position_mode);
+      Group& grp = groups_[g];
+      grp.key = g;
+      Row& row = grp.rows[k];
+      row.key = k;
+      row.runs.push_back(&r);
+      tabulated_.push_back(&r);
+    }
+    // Which labels distinguish things in this experiment.
+    std::set<std::string> models, devices, modes;
+    std::map<std::string, std::map<std::string, std::set<std::string>>> values;
+    for (const Run* r : tabulated_) {
+      models.insert(absl::StrCat(r->spec.model.id, "@", r->spec.model.revision, " ", r->spec.model.dtype));
+      devices.insert(r->spec.device);
+      modes.insert(r->spec.position_mode);
+      for (const auto& [k, v] : r->policy.params) values[r->policy.name][k].insert(v);
+    }
+    multi_model_ = models.size() > 1;
+    multi_device_ = devices.size() > 1;
+    multi_mode_ = modes.size() > 1;
+    for (const auto& [name, params] : values) {
+      for (const auto& [k, vs] : params) {
+        if (vs.size() > 1) varying_[name].insert(k);
+      }
+    }
+  }
+
+  std::string DatasetLabel(const GroupKey& g) const {
+    std::string s = g.dataset;
+    if (g.split != "test") absl::StrAppend(&s, " (", g.split, ")");
+    if (g.sample != 0) absl::StrAppend(&s, " sample ", g.sample);
+    if (!g.path.empty()) absl::StrAppend(&s, " from `", std::filesystem::path(g.path).filename().string(), "`");
+    return s;
+  }
+
+  std::string GroupTitle(const Group& grp) const {
+    const GroupKey& g = grp.key;
+    const Run& any = *grp.rows.begin()->second.runs.front();
+    std::string t = absl::StrCat(g.workload, " · ", DatasetLabel(g), " · ", ProtocolSettings(any.spec));
+    if (multi_model_) absl::StrAppend(&t, " · ", g.model, "@", g.revision, " ", g.dtype);
+    if (multi_device_) absl::StrAppend(&t, " · ", g.device);
+    return t;
+  }
+
+  // Short legend label: the policy name plus the parameters that vary in this experiment.
+  std::string Label(const Run& r, const std::set<std::string>& exclude = {}) const {
+    std::vector<std::string> parts;
+    auto it = varying_.find(r.policy.name);
+    if (it != varying_.end()) {
+      for (const auto& k : it->second) {
+        if (exclude.count(k)) continue;
+        auto p = r.policy.params.find(k);
+        if (p != r.policy.params.end()) parts.push_back(absl::StrCat(k, "=", p->second));
+      }
+    }
+    if (multi_mode_) parts.push_back(r.spec.position_mode);
+    if (parts.empty()) return r.policy.name;
+    return absl::StrCat(r.policy.name, " (", absl::StrJoin(parts, ", "), ")");
+  }
+
+  std::string SummaryText() const {
+    std::string s = absl::StrCat("Experiment `", exp_.name, "`");
+    if (!exp_.status.empty()) absl::StrAppend(&s, " (", exp_.status, ")");
+    absl::StrAppend(&s, ": ", runs_.size(), " runs, ", done_, " done");
+    int failed = 0, cancelled = 0;
+    for (const Run* r : failed_) (r->view->status == "failed" ? failed : cancelled)++;
+    if (failed) absl::StrAppend(&s, ", ", failed, " failed");
+    if (cancelled) absl::StrAppend(&s, ", ", cancelled, " cancelled");
+    if (!unfinished_.empty()) absl::StrAppend(&s, ", ", unfinished_.size(), " not finished");
+    absl::StrAppend(&s, ".");
+    if (!failed_.empty() || !unfinished_.empty()) {
+      absl::StrAppend(&s, " Runs without results are listed under \"Failed runs\" below.");
+    }
+    if (noop_) absl::StrAppend(&s, " ", noop_, " noop run(s) (scheduler tests) have no table.");
+    absl::StrAppend(&s,
+                    "\n\nCells: median [p10–p90] when n ≥ ", kMinSamplesForPercentiles,
+                    ", else [min–max]; n = timed repetitions (or runs). PPL ± is PPL × "
+                    "sqrt(var(NLL)/(n−1)) over the scored tokens. Δ: change of the median vs the "
+                    "`full` row of the same table. Throughput: decode tokens/s per repeat = new "
+                    "tokens / (TTFT + (new tokens − 1) × TPOT). MiB = 2^20 bytes.\n\n");
+    return s;
+  }
+
+  std::string RenderGroup(const Group& grp, int level) {
+    struct Column {
+      std::string header;
+      Align align;
+      std::function<std::string(const Row&)> cell;
+      bool always = false;
+    };
+    // Baseline: `full`, preferring original positions.
+    const Row* base = nullptr;
+    for (const auto& [k, row] : grp.rows) {
+      if (k.policy_name != "full") continue;
+      if (base == nullptr || (base->key.position_mode != "original" && k.position_mode == "original")) {
+        base = &row;
+      }
+    }
+    auto base_of = [&](std::function<std::optional<double>(const Row&)> f) -> std::optional<double> {
+      return base ? f(*base) : std::nullopt;
+    };
+    auto ppl = [](const Row& r) { return PplOf(r).central; };
+    auto ttft = [](const Row& r) { return Central(MetricSummary(r, "ttft_ms")); };
+    auto tpot = [](const Row& r) { return Central(MetricSummary(r, "tpot_ms")); };
+    auto kv = [](const Row& r) { return Central(MetricSummary(r, "kv_bytes_peak")); };
+    std::vector<Column> cols = {
+        {"policy", Align::kLeft, PolicyCell, true},
+        {"positions", Align::kLeft, [](const Row& r) { return r.key.position_mode; }, true},
+        {"PPL", Align::kRight, [](const Row& r) { return PplOf(r).text; }},
+        {"Δ PPL", Align::kRight, [&](const Row& r) { return FormatDelta(ppl(r), base_of(ppl)); }},
+        {"scored tokens", Align::kRight,
+         [](const Row& r) {
+           Summary s = MetricSummary(r, "scored_tokens");
+           return s.empty() ? std::string() : s.n == 1 ? FmtInt(s.median) : FormatSummary(s);
+         }},
+        {"kv_tokens_max", Align::kRight,
+         [](const Row& r) {
+           Summary s = MetricSummary(r, "kv_tokens_max");
+           return s.empty() ? std::string() : s.n == 1 ? FmtInt(s.median) : FormatSummary(s);
+         }},
+        {"TTFT ms", Align::kRight, [](const Row& r) { return FormatSummary(MetricSummary(r, "ttft_ms")); }},
+        {"Δ TTFT", Align::kRight, [&](const Row& r) { return FormatDelta(ttft(r), base_of(ttft)); }},
+        {"TPOT ms", Align::kRight, [](const Row& r) { return FormatSummary(MetricSummary(r, "tpot_ms")); }},
+        {"Δ TPOT", Align::kRight, [&](const Row& r) { return FormatDelta(tpot(r), base_of(tpot)); }},
+        {"decode tok/s", Align::kRight, [](const Row& r) { return FormatSummary(ThroughputSummary(r)); }},
+        {"peak alloc MiB", Align::kRight,
+         [](const Row& r) { return FormatSummary(MetricSummary(r, "peak_memory_bytes"), kMiB); }},
+        {"peak RSS MiB", Align::kRight,
+         [](const Row& r) { return FormatSummary(MetricSummary(r, "peak_rss_bytes"), kMiB); }},
+        {"KV peak MiB", Align::kRight,
+         [](const Row& r) { return FormatSummary(MetricSummary(r, "kv_bytes_peak"), kMiB); }},
+        {"Δ KV", Align::kRight, [&](const Row& r) { return FormatDelta(kv(r), base_of(kv)); }},
+    };
+    std::vector<std::vector<std::string>> cells(cols.size());
+    for (size_t c = 0; c < cols.size(); ++c) {
+      for (const auto& [k, row] : grp.rows) cells[c].push_back(cols[c].cell(row));
+    }
+    MarkdownTable t;
+    std::vector<size_t> keep;
+    for (size_t c = 0; c < cols.size(); ++c) {
+      bool any = cols[c].always;
+      for (const auto& s : cells[c]) any = any || !s.empty();
+      if (!any) continue;
+      keep.push_back(c);
+      t.headers.push_back(cols[c].header);
+      t.align.push_back(cols[c].align);
+    }
+    for (size_t r = 0; r < grp.rows.size(); ++r) {
+      std::vector<std::string> row;
+      for (size_t c : keep) row.push_back(cells[c][r]);
+      t.rows.push_back(std::move(row));
+    }
+    std::string md = Heading(level, GroupTitle(grp));
+    md += RenderMarkdownTable(t);
+    md += "\n";
+    std::vector<std::string> notes;
+    if (base == nullptr) notes.push_back("no `full` baseline in this table, so no Δ column");
+    const GroupKey& g = grp.key;
+    if (g.workload == "perplexity" && g.protocol == "sliding" && grp.rows.size() > 1) {
+      notes.push_back("the sliding protocol runs without a KV cache policy (it validates the "
+                      "forward pass); all rows should agree");
+    }
+    if (g.workload == "perplexity" && g.protocol != "sliding") {
+      bool long_stream = false;
+      for (const auto& [k, row] : grp.rows) {
+        for (const Run* r : row.runs) {
+          auto st = r->Metric("scored_tokens");
+          if ((st && *st > 2048) || r->spec.perplexity.max_tokens > 2048) long_stream = true;
+        }
+      }
+      if (long_stream) {
+        notes.push_back("Pythia was trained on 2048 positions: beyond them a full cache with "
+                        "original positions extrapolates, so it is not a no-loss baseline there; "
+                        "the sliding-window protocol's PPL is the reference");
+      }
+    }
+    for (const auto& n : notes) md += absl::StrCat("_Note: ", n, "._\n\n");
+    return md;
+  }
+
+  std::string FailedRuns(int level) const {
+    if (failed_.empty() && unfinished_.empty()) return "";
+    std::string md = Heading(level, "Failed runs");
+    MarkdownTable t;
+    t.headers = {"run", "status", "policy", "workload", "dataset", "settings", "attempts", "worker", "error"};
+    t.align = {Align::kLeft, Align::kLeft, Align::kLeft, Align::kLeft, Align::kLeft, Align::kLeft,
+               Align::kRight, Align::kLeft, Align::kLeft};
+    auto add = [&](const Run* r) {
+      std::string err = r->view->error;
+      if (err.size() > kMaxErrorChars) err = err.substr(0, kMaxErrorChars) + "…";
+      if (err.empty() && r->view->status != "failed") err = r->view->status == "cancelled" ? "(cancelled)" : "(no result yet)";
+      t.rows.push_back({absl::StrCat("`", r->view->run_key, "`"), r->view->status,
+                        absl::StrCat("`", r->spec.policy, "`"), r->spec.workload, r->spec.dataset.name,
+                        r->spec_ok ? ProtocolSettings(r->spec) : r->spec_error,
+                        absl::StrCat(r->view->attempts), r->view->worker_id, err});
+    };
+    for (const Run* r : failed_) add(r);
+    for (const Run* r : unfinished_) add(r);
+    md += RenderMarkdownTable(t);
+    md += "\n";
+    return md;
+  }
+
+  std::string Notes(int level) const {
+    if (notes_.empty()) return "";
+    std::string md = Heading(level, "Notes");
+    for (const auto& n : notes_) md += absl::StrCat("- ", n, "\n");
+    return md + "\n";
+  }
+
+  std::string Setup(int level) const {
+    std::map<std::string, std::set<std::string>> v;
+    auto add = [&](const std::string& k, const std::string& val) {
+      if (!val.empty()) v[k].insert(val);
+    };
+    auto env = [&](const Run* r, std::initializer_list<const char*> keys) -> std::string {
+      for (const char* k : keys) {
+        if (r->env.contains(k)) return JsonScalar(r->env[k]);
+      }
+      return "";
+    };
+    int64_t first = 0, last = 0;
+    std::set<std::string> protocols;
+    std::set<std::string> repeats;
+    for (const Run* r : tabulated_) {
+      add("model", absl::StrCat("`", r->spec.model.id, "` @ `", r->spec.model.revision, "`"));
+      add("dtype", r->spec.model.dtype);
+      std::string dev = env(r, {"device"});
+      add("device", dev.empty() ? r->spec.device : dev);
+      add("device name", env(r, {"device_name"}));
+      add("LibTorch", env(r, {"libtorch_version", "torch_version"}));
+      add("CUDA", env(r, {"cuda_version", "cuda_runtime_version"}));
+      add("driver", env(r, {"driver_version", "cuda_driver_version"}));
+      add("kvgrid commit", env(r, {"git_commit", "kvgrid_commit"}));
+      add("build", env(r, {"build_type"}));
+      std::string threads = env(r, {"threads", "num_threads"});
+      add("threads", threads.empty() ? (r->spec.threads ? absl::StrCat(r->spec.threads) : "all cores") : threads);
+      std::string host = env(r, {"host", "hostname"});
+      add("host", host.empty() ? r->view->worker_id : host);
+      protocols.insert(absl::StrCat(r->spec.workload, ": ", ProtocolSettings(r->spec)));
+      if (r->spec.workload == "generation") {
+        repeats.insert(absl::StrCat(r->spec.repeats, " timed repeats after ", r->spec.warmup, " warm-up"));
+      }
+      int64_t f = r->view->finished_at;
+      if (f > 0) {
+        first = first == 0 ? f : std::min(first, f);
+        last = std::max(last, f);
+      }
+    }
+    std::string md = Heading(level, "Setup");
+    const char* order[] = {"model", "dtype", "device", "device name", "LibTorch", "CUDA", "driver",
+                           "kvgrid commit", "build", "threads", "host"};
+    for (const char* k : order) {
+      auto it = v.find(k);
+      if (it == v.end()) continue;
+      md += absl::StrCat("- ", k, ": ", absl::StrJoin(it->second, ", "), "\n");
+    }
+    if (!protocols.empty()) {
+      md += "- protocols:\n";
+      for (const auto& p : protocols) md += absl::StrCat("  - ", p, "\n");
+    }
+    if (!repeats.empty()) md += absl::StrCat("- timing: ", absl::StrJoin(repeats, "; "), "\n");
+    if (first > 0) {
+      std::string a = UtcDate(first), b = UtcDate(last);
+      md += absl::StrCat("- measured: ", a == b ? a : absl::StrCat(a, " to ", b), " (UTC)\n");
+    }
+    md += absl::StrCat("- reproduce: `kvgrid report ", exp_.name,
+                       opt_.db_path.empty() ? "" : absl::StrCat(" --db ", opt_.db_path), "`\n");
+    md += "\n";
+    if (opt_.include_grid_yaml && !exp_.grid_yaml.empty()) {
+      std::string yaml = exp_.grid_yaml;
+      if (yaml.back() != '\n') yaml += '\n';
+      md += absl::StrCat("<details><summary>Grid <code>", exp_.name,
+                         "</code> as submitted</summary>\n\n```yaml\n", yaml, "```\n\n</details>\n\n");
+    }
+    return md;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Plots
+
+  std::string Subtitle(const GroupKey& g, const RunSpec& s, bool with_protocol) const {
+    std::string t = absl::StrCat(s.model.id, " ", s.model.dtype, " · ", s.device, " · ", DatasetLabel(g));
+    if (with_protocol) absl::StrAppend(&t, " · ", ProtocolSettings(s));
+    return t;
+  }
+
+  void AddPlot(std::vector<PlotFile>* out, std::string base, const PlotSpec& spec) {
+    auto svg = RenderSvgPlot(spec);
+    if (!svg.ok()) {
+      notes_.push_back(absl::StrCat("plot '", spec.title, "' not drawn: ", svg.status().message()));
+      return;
+    }
+    base = SanitizeFileName(base);
+    std::string name = base + ".svg";
+    for (int i = 2; used_names_.count(name); ++i) name = absl::StrCat(base, "-", i, ".svg");
+    used_names_.insert(name);
+    out->push_back({name, spec.title, *std::move(svg)});
+  }
+
+  std::vector<PlotFile> BuildPlots() {
+    std::vector<PlotFile> out;
+    // PPL vs cache budget, and the running NLL over positions, per perplexity table.
+    for (const auto& [key, grp] : groups_) {
+      if (key.workload != "perplexity" || key.protocol == "sliding") continue;
+      const RunSpec& spec0 = grp.rows.begin()->second.runs.front()->spec;
+      PlotSpec p;
+      p.title = absl::StrCat("Perplexity vs KV cache budget (", key.protocol, ")");
+      p.subtitle = Subtitle(key, spec0, true);
+      p.x_label = "cache budget (tokens)";
+      p.y_label = "perplexity (lower is better)";
+      std::map<std::string, PlotSeries> series;
+      double xmin = 1e300, xmax = 0, ymin = 1e300, ymax = 0;
+      for (const auto& [rk, row] : grp.rows) {
+        std::optional<double> ppl = PplOf(row).central;
+        if (!ppl) continue;
+        const Run& r = *row.runs.front();
+        if (rk.policy_name == "full") {
+          p.references.push_back({multi_mode_ ? absl::StrCat("full cache (", rk.position_mode, ")")
+                                              : std::string("full cache"), *ppl});
+          continue;
+        }
+        std::optional<double> b = Budget(r);
+        if (!b || *b <= 0) continue;
+        std::string label = Label(r, BudgetKeys(r.policy.name));
+        PlotSeries& s = series[label];
+        s.name = label;
+        s.x.push_back(*b);
+        s.y.push_back(*ppl);
+        xmin = std::min(xmin, *b);
+        xmax = std::max(xmax, *b);
+        ymin = std::min(ymin, *ppl);
+        ymax = std::max(ymax, *ppl);
+      }
+      for (const auto& ref : p.references) {
+        ymin = std::min(ymin, ref.y);
+        ymax = std::max(ymax, ref.y);
+      }
+      if (!series.empty()) {
+        for (auto& [n, s] : series) p.series.push_back(std::move(s));
+        p.log_x = xmax / xmin >= 8;
+        p.log_y = ymin > 0 && ymax / ymin >= 5;  // a collapsing policy would flatten the rest
+        AddPlot(&out, absl::StrCat("ppl_vs_budget-", key.dataset, "-", key.protocol), p);
+      }
+      if (key.protocol != "streaming") continue;
+      PlotSpec n;
+      n.title = "Streaming perplexity: running mean NLL over the stream";
+      n.subtitle = Subtitle(key, spec0, true);
+      n.x_label = "token position (tokens)";
+      n.y_label = "mean NLL so far (nats)";
+      for (const auto& [rk, row] : grp.rows) {
+        const Run& r = *row.runs.front();
+        const auto* nll = r.Samples("nll");
+        if (nll == nullptr) continue;
+        std::vector<double> mean = RunningMean(*nll);
+        PlotSeries s;
+        s.name = Label(r);
+        size_t step = std::max<size_t>(1, (mean.size() + kMaxCurvePoints - 1) / kMaxCurvePoints);
+        for (size_t i = 0; i < mean.size(); i += step) {
+          s.x.push_back(static_cast<double>(i + 1));  // token 0 is never scored
+          s.y.push_back(mean[i]);
+        }
+        if ((mean.size() - 1) % step != 0) {
+          s.x.push_back(static_cast<double>(mean.size()));
+          s.y.push_back(mean.back());
+        }
+        s.markers = false;
+        n.series.push_back(std::move(s));
+      }
+      if (!n.series.empty()) AddPlot(&out, absl::StrCat("nll_over_position-", key.dataset), n);
+    }
+    // Generation: KV bytes, peak memory and TPOT vs context length (prompt tokens).
+    struct GenKey {
+      GroupKey g;  // with the prompt length removed
+      bool operator<(const GenKey& o) const { return g < o.g; }
+    };
+    std::map<GenKey, std::vector<const Group*>> gen;
+    for (const auto& [key, grp] : groups_) {
+      if (key.workload != "generation") continue;
+      GenKey k{key};
+      k.g.params = {key.params.size() > 1 ? key.params[1] : 0, key.params.size() > 2 ? key.params[2] : 0};
+      gen[k].push_back(&grp);
+    }
+    for (const auto& [k, grps] : gen) {
+      std::set<double> xs;
+      bool any_alloc = false;
+      for (const Group* g : grps) {
+        for (const auto& [rk, row] : g->rows) {
+          for (const Run* r : row.runs) {
+            xs.insert(static_cast<double>(r->spec.generation.prompt_tokens));
+            if (r->Metric("peak_memory_bytes")) any_alloc = true;
+          }
+        }
+      }
+      if (xs.size() < 2) continue;  // one context length: the table says it all
+      const RunSpec& s0 = grps.front()->rows.begin()->second.runs.front()->spec;
+      std::string sub = absl::StrCat(Subtitle(k.g, s0, false), " · ", s0.generation.new_tokens,
+                                     " new tokens, batch ", s0.generation.batch);
+      auto make = [&](const std::string& title, const std::string& ylabel,
+                      std::function<std::optional<double>(const Row&)> value) {
+        PlotSpec p;
+        p.title = title;
+        p.subtitle = sub;
+        p.x_label = "context length (prompt tokens)";
+        p.y_label = ylabel;
+        std::map<std::string, PlotSeries> series;
+        std::vector<std::string> order;
+        for (const Group* g : grps) {
+          for (const auto& [rk, row] : g->rows) {
+            std::optional<double> y = value(row);
+            if (!y) continue;
+            const Run& r = *row.runs.front();
+            std::string label = Label(r);
+            if (!series.count(label)) order.push_back(label);
+            PlotSeries& s = series[label];
+            s.name = label;
+            s.x.push_back(static_cast<double>(r.spec.generation.prompt_tokens));
+            s.y.push_back(*y);
+          }
+        }
+        // `full` first so it keeps the first colour everywhere.
+        std::stable_sort(order.begin(), order.end(), [](const std::string& a, const std::string& b) {
+          return absl::StartsWith(a, "full") && !absl::StartsWith(b, "full");
+        });
+        for (const auto& l : order) p.series.push_back(series[l]);
+        p.log_x = *xs.rbegin() / *xs.begin() >= 8;
+        p.y_from_zero = true;
+        return p;
+      };
+      std::string ds = k.g.dataset;
+      PlotSpec kv = make("KV cache bytes (peak) vs context length", "KV cache, peak (MiB)",
+                         [](const Row& r) { auto c = Central(MetricSummary(r, "kv_bytes_peak")); return c ? std::optional<double>(*c / kMiB) : std::nullopt; });
+      if (!kv.series.empty()) AddPlot(&out, "kv_bytes_vs_context-" + ds, kv);
+      const std::string mem_metric = any_alloc ? "peak_memory_bytes" : "peak_rss_bytes";
+      PlotSpec mem = make(any_alloc ? "Peak allocated memory vs context length"
+                                    : "Peak process RSS vs context length",
+                          any_alloc ? "peak allocated (MiB)" : "peak RSS (MiB)",
+                          [&](const Row& r) { auto c = Central(MetricSummary(r, mem_metric)); return c ? std::optional<double>(*c / kMiB) : std::nullopt; });
+      if (!mem.series.empty()) AddPlot(&out, "peak_memory_vs_context-" + ds, mem);
+      PlotSpec tpot = make("Time per output token vs context length", "TPOT, median (ms)",
+                           [](const Row& r) { return Central(MetricSummary(r, "tpot_ms")); });
+      if (!tpot.series.empty()) AddPlot(&out, "tpot_vs_context-" + ds, tpot);
+    }
+    return out;
+  }
+
+  const ExperimentView& exp_;
+  const ReportOptions& opt_;
+  std::vector<Run> runs_;
+  std::map<GroupKey, Group> groups_;
+  std::vector<const Run*> failed_, unfinished_, tabulated_;
+  std::vector<std::string> notes_;
+  std::set<std::string> used_names_;
+  std::map<std::string, std::set<std::string>> varying_;
+  int done_ = 0, noop_ = 0;
+  bool multi_model_ = false, multi_device_ = false, multi_mode_ = false;
+};
+
+}  // namespace
+
+RenderedReport BuildReport(const ExperimentView& experiment, const std::vector<RunView>& runs,
+                           const ReportOptions& options) {
+  return ReportBuilder(experiment, runs, options).Build();
+}
+
+absl::Status WritePlots(const std::vector<PlotFile>& plots, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(dir, ": cannot create directory: ", ec.message()));
+  for (const auto& p : plots) {
+    std::string path = (std::filesystem::path(dir) / p.filename).string();
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << p.svg;
+    out.close();
+    if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> RenderExperimentReport(Store& store, const std::string& experiment,
+                                                   const ReportOptions& options) {
+  ASSIGN_OR_RETURN(ExperimentView exp, store.GetExperiment(experiment));
+  ASSIGN_OR_RETURN(std::vector<RunView> runs, store.ListRuns(experiment));
+  ReportOptions opt = options;
+  if (opt.db_path.empty()) opt.db_path = store.path();
+  RenderedReport r = BuildReport(exp, runs, opt);
+  if (!opt.plots_dir.empty()) RETURN_IF_ERROR(WritePlots(r.plots, opt.plots_dir));
+  return r.markdown;
+}
+
+}  // namespace kvgrid::reports

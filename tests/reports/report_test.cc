@@ -1,0 +1,143 @@
+// The report from in-memory store views (RunView) of a realistic fake grid. The same checks run
+// against a real SQLite store in report_store_test.cc.
+#include "reports/report.h"
+
+#include <gtest/gtest.h>
+
+#include "reports/readme_section.h"
+#include "tests/reports/report_checks.h"
+
+namespace kvgrid::reports {
+namespace {
+
+using namespace ::kvgrid::reports::testing;  // NOLINT
+
+std::vector<RunView> Views(const std::vector<FakeRun>& runs) {
+  std::vector<RunView> out;
+  int64_t id = 0;
+  for (const auto& r : runs) {
+    RunView v;
+    v.run_id = ++id;
+    v.experiment = kFakeExperiment;
+    v.run_key = RunKey(r.spec);
+    v.spec_json = r.spec.CanonicalJson();
+    v.policy = r.spec.policy;
+    v.dataset = r.spec.dataset.name;
+    v.workload = r.spec.workload;
+    v.device = r.spec.device;
+    v.attempts = 1;
+    v.attempt = 1;
+    v.worker_id = "testhost:1:cpu";
+    v.created_at = 1700000000000;
+    v.finished_at = 1700000000000 + id * 1000;
+    if (r.fails) {
+      v.status = "failed";
+      v.error = r.error;
+    } else {
+      v.status = "done";
+      v.result_attempt = 1;
+      for (const auto& m : r.result.metrics) v.metrics[m.name] = {m.value, m.unit};
+      for (const auto& s : r.result.samples) {
+        v.samples[s.name] = s.values;
+        v.sample_units[s.name] = s.unit;
+      }
+      v.environment_json = r.result.environment.dump();
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+ExperimentView Experiment() {
+  ExperimentView e;
+  e.name = kFakeExperiment;
+  e.grid_yaml = kFakeGridYaml;
+  e.status = "failed";
+  return e;
+}
+
+TEST(ReportTest, TablesRowsNumbersFailedRunsAndFooter) {
+  auto runs = FakeGrid();
+  ReportOptions opt;
+  RenderedReport r = BuildReport(Experiment(), Views(runs), opt);
+  CheckFakeGridReport(r.markdown, runs);
+  EXPECT_TRUE(r.plots.empty());
+  EXPECT_NE(r.markdown.find("```yaml\nname: fake-grid"), std::string::npos);
+}
+
+TEST(ReportTest, PlotsAreWellFormedWithExpectedSeriesAndLinked) {
+  auto runs = FakeGrid();
+  ReportOptions opt;
+  opt.plots_dir = "/tmp/some/where/plots";
+  opt.plots_link_prefix = "plots/";
+  RenderedReport r = BuildReport(Experiment(), Views(runs), opt);
+  CheckFakeGridPlots(r.plots);
+  EXPECT_NE(r.markdown.find("](plots/ppl_vs_budget-wikitext-2-raw-v1-streaming.svg)"),
+            std::string::npos)
+      << r.markdown;
+  EXPECT_NE(r.markdown.find("](plots/nll_over_position-wikitext-2-raw-v1.svg)"), std::string::npos);
+}
+
+TEST(ReportTest, DeterministicAndReadmeRewriteIdempotent) {
+  auto runs = FakeGrid();
+  ReportOptions opt;
+  std::string a = BuildReport(Experiment(), Views(runs), opt).markdown;
+  std::string b = BuildReport(Experiment(), Views(runs), opt).markdown;
+  EXPECT_EQ(a, b);
+  std::string readme = "# kvgrid\n\ntext\n<!-- kvgrid:results -->\n<!-- /kvgrid:results -->\ntail\n";
+  auto once = ReplaceMarkedSection(readme, "results", a);
+  ASSERT_TRUE(once.ok());
+  auto twice = ReplaceMarkedSection(*once, "results", b);
+  ASSERT_TRUE(twice.ok());
+  EXPECT_EQ(*once, *twice);
+  const size_t head = readme.find("-->") + 3, tail = readme.size() - readme.find("<!-- /kvgrid");
+  EXPECT_EQ(once->substr(0, head), readme.substr(0, head));
+  EXPECT_EQ(once->substr(once->size() - tail), readme.substr(readme.size() - tail));
+  // The section parses back to the same tables.
+  EXPECT_EQ(ParseMarkdownTables(*once).size(), ParseMarkdownTables(a).size());
+}
+
+TEST(ReportTest, NoBaselineAndUnreadableAndUnfinishedRunsAreReported) {
+  std::vector<FakeRun> runs = {StreamingRun(kWindow64, 64, 0, 3)};
+  auto views = Views(runs);
+  RunView broken = views[0];
+  broken.run_key = "badbadbadbadbad0";
+  broken.spec_json = "{not json";
+  views.push_back(broken);
+  RunView planned = views[0];
+  planned.run_key = "0123456789abcdef";
+  planned.status = "planned";
+  planned.metrics.clear();
+  planned.samples.clear();
+  views.push_back(planned);
+  RunView cancelled = planned;
+  cancelled.run_key = "fedcba9876543210";
+  cancelled.status = "cancelled";
+  views.push_back(cancelled);
+  std::string md = BuildReport(Experiment(), views, ReportOptions{}).markdown;
+  EXPECT_NE(md.find("no `full` baseline"), std::string::npos) << md;
+  EXPECT_NE(md.find("badbadbadbadbad0"), std::string::npos);
+  EXPECT_NE(md.find("not valid JSON"), std::string::npos);
+  auto tables = ParseMarkdownTables(md);
+  ASSERT_EQ(tables.size(), 2u);
+  EXPECT_EQ(tables[0].Column("Δ PPL"), -1);  // empty Δ column omitted
+  ASSERT_EQ(tables[1].rows.size(), 2u);        // cancelled and planned
+  EXPECT_NE(md.find("1 cancelled"), std::string::npos);
+  EXPECT_NE(md.find("1 not finished"), std::string::npos);
+}
+
+TEST(ReportTest, EmptyExperiment) {
+  std::string md = BuildReport(Experiment(), {}, ReportOptions{}).markdown;
+  EXPECT_NE(md.find("0 runs"), std::string::npos);
+  EXPECT_TRUE(ParseMarkdownTables(md).empty());
+}
+
+TEST(ReportTest, LongStreamsCarryTheExtrapolationNote) {
+  FakeRun r = StreamingRun("full", 0, 0, 1);
+  r.spec.perplexity.max_tokens = 8192;
+  std::string md = BuildReport(Experiment(), Views({r}), ReportOptions{}).markdown;
+  EXPECT_NE(md.find("trained on 2048 positions"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvgrid::reports
