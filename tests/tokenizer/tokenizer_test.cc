@@ -297,6 +297,32 @@ TEST_F(NeoxTokenizerTest, ConcurrentEncodeIsConsistent) {
   for (const auto& r : results) EXPECT_EQ(r, expected);
 }
 
+TEST_F(NeoxTokenizerTest, RandomTextRoundTrips) {
+  // Deterministic pseudo-random mixes of ASCII, whitespace runs, multi-byte and combining
+  // characters, special tokens and invalid bytes: no crash, and decode(encode(x)) == NFC(x).
+  const std::vector<std::string> atoms = {
+      "a", "Z", "7", " ", "  ", "\n", "\t", "'s", "'LL", "!", "...", "\xC3\xA9", "e\xCC\x81",
+      "\xE4\xB8\xAD", "\xF0\x9F\x98\x80", "\xE3\x80\x80", "\xC2\xA0", "\xE1\xA0\x8E", "<|endoftext|>",
+      "<|padding|>", "<|endof", "\xFF", "\xC3", "\xE2\x82", "\x00", "\r\n", "\xCC\x81"};
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&state]() {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  for (int round = 0; round < 300; ++round) {
+    std::string text;
+    const int len = static_cast<int>(next() % 60);
+    for (int i = 0; i < len; ++i) text += atoms[next() % atoms.size()];
+    const std::vector<int32_t> ids = tok().Encode(text);
+    EXPECT_EQ(tok().Encode(text), ids);  // second time through the word cache
+    auto decoded = tok().Decode(ids);
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(*decoded, NormalizeNfc(text)) << "round " << round;
+  }
+}
+
 // --- errors -----------------------------------------------------------------------------------
 
 TEST(TokenizerErrors, MissingFile) {
