@@ -1,0 +1,40 @@
+// Text renderings of the coordinator's answers for the CLI: `kvgrid results` (csv, json, md),
+// `kvgrid status` (a table) and the progress bar of `submit --wait` / `run`.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "proto/kvgrid.pb.h"
+
+namespace kvgrid {
+
+// One object per run: run_key, status, attempts, policy (spec string), dataset, workload, device,
+// worker, error, metrics {name: value}, units {name: unit}, spec (the canonical run spec object),
+// result_attempt, environment (object, when done), samples {series: [...]} (when requested).
+nlohmann::json ResultsToJson(const v1::ResultsResponse& results);
+
+// Columns: run_key,status,attempts,policy,dataset,sample,workload,protocol,prompt_tokens,
+// new_tokens,position_mode,worker,<every metric, sorted>,error. RFC 4180 quoting.
+std::string ResultsToCsv(const v1::ResultsResponse& results);
+
+// A markdown table with the same content (metrics with 4 significant digits).
+std::string ResultsToMarkdown(const v1::ResultsResponse& results);
+
+// "csv" | "json" | "md"; InvalidArgument naming the format otherwise.
+absl::StatusOr<std::string> FormatResults(const v1::ResultsResponse& results,
+                                          const std::string& format);
+
+// The `kvgrid status` table: one line per experiment (planned/running/done/failed/cancelled)
+// and its workers.
+std::string FormatStatus(const v1::StatusResponse& status);
+
+// "[#########.........]  12/40 done, 2 running, 1 failed" (width = bar characters).
+std::string ProgressLine(const v1::ExperimentStatus& e, int width = 30);
+
+// True once the experiment has no planned or running run left.
+bool IsFinished(const v1::ExperimentStatus& e);
+
+}  // namespace kvgrid
