@@ -1,0 +1,276 @@
+#include "coordinator/grid/grid.h"
+
+#include <filesystem>
+#include <set>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvgrid {
+namespace {
+
+using ::testing::HasSubstr;
+
+// The grid from docs/design.md "Grid YAML".
+constexpr const char* kDesignGrid = R"(name: policies-wikitext
+model: {id: EleutherAI/pythia-70m-deduped, revision: main, dtype: float16}
+device: cuda
+repeats: 5
+warmup: 2
+datasets:
+  - {name: wikitext-2-raw-v1, split: test}
+  - {name: pg19, split: test, samples: 1}
+workloads:
+  perplexity: {protocol: streaming, max_tokens: 8192}
+  generation: {prompt_tokens: [512, 2048], new_tokens: 128}
+grid:
+  policy:
+    - {name: full}
+    - {name: streaming_llm, sink_tokens: 4, window: [252, 508, 1020]}
+    - {name: knorm, keep_ratio: [0.9, 0.8, 0.7], prune_after: 512, skip_layers: [[0]]}
+    - {name: snapkv, budget: [256, 512], window: 32, kernel: 7, pooling: max}
+)";
+
+std::string ErrorOf(const std::string& yaml) {
+  auto g = ParseGridYaml(yaml, "g.yaml");
+  EXPECT_FALSE(g.ok()) << "parsed unexpectedly:\n" << yaml;
+  if (g.ok()) return "";
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument) << g.status();
+  return std::string(g.status().message());
+}
+
+// A valid grid with `line` substituted for the policy list's body.
+std::string WithPolicy(const std::string& entry) {
+  return "name: t\ndatasets:\n  - {name: wikitext-2-raw-v1}\nworkloads:\n  generation: {}\n"
+         "grid:\n  policy:\n    - " + entry + "\n";
+}
+
+TEST(GridTest, ExpandsDesignExample) {
+  auto g = ParseGridYaml(kDesignGrid, "design.yaml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->name, "policies-wikitext");
+  EXPECT_EQ(g->max_attempts, 3);
+  // policies: 1 + 3 + 3 + 2 = 9; datasets 2; workloads: 1 perplexity + 2 generation = 3.
+  EXPECT_EQ(g->runs.size(), 9u * 2u * 3u);
+  ASSERT_EQ(g->run_keys.size(), g->runs.size());
+  std::set<std::string> keys(g->run_keys.begin(), g->run_keys.end());
+  EXPECT_EQ(keys.size(), g->runs.size());
+  std::set<std::string> policies;
+  for (const auto& r : g->runs) {
+    policies.insert(r.policy);
+    EXPECT_EQ(r.model.dtype, "float16");
+    EXPECT_EQ(r.device, "cuda");
+    EXPECT_EQ(r.repeats, 5);
+    EXPECT_EQ(r.warmup, 2);
+  }
+  EXPECT_EQ(policies.size(), 9u);
+  EXPECT_TRUE(policies.count("streaming_llm:sink_tokens=4,window=508"));
+  EXPECT_TRUE(policies.count("knorm:keep_ratio=0.8,prune_after=512,skip_layers=[0]"));
+  EXPECT_TRUE(policies.count(
+      "snapkv:budget=256,interval=0,kernel=7,pooling=max,window=32"));
+  // The first run: full, wikitext, perplexity streaming.
+  const RunSpec& first = g->runs[0];
+  EXPECT_EQ(first.policy, "full");
+  EXPECT_EQ(first.dataset.name, "wikitext-2-raw-v1");
+  EXPECT_EQ(first.workload, "perplexity");
+  EXPECT_EQ(first.perplexity.protocol, "streaming");
+  EXPECT_EQ(first.perplexity.max_tokens, 8192);
+  EXPECT_EQ(g->runs[1].workload, "generation");
+  EXPECT_EQ(g->runs[1].generation.prompt_tokens, 512);
+  EXPECT_EQ(g->runs[2].generation.prompt_tokens, 2048);
+  EXPECT_EQ(g->runs[3].dataset.name, "pg19");
+}
+
+TEST(GridTest, KeysAreStable) {
+  auto a = ParseGridYaml(kDesignGrid, "a.yaml");
+  // Same grid, different formatting and comments: same runs, same keys, same order.
+  std::string reformatted = std::string("# a comment\n") + kDesignGrid;
+  auto b = ParseGridYaml(reformatted, "b.yaml");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->run_keys, b->run_keys);
+  // Pinned: a change here means every stored grid would re-run on resubmission.
+  EXPECT_EQ(a->run_keys[0], RunKey(a->runs[0]));
+  EXPECT_EQ(a->runs[0].CanonicalJson(),
+            R"({"dataset":{"name":"wikitext-2-raw-v1","path":"","sample":0,"split":"test"},)"
+            R"("device":"cuda","model":{"dtype":"float16","id":"EleutherAI/pythia-70m-deduped",)"
+            R"("revision":"main"},"perplexity":{"context_tokens":1024,"continuation_tokens":256,)"
+            R"("max_length":2048,"max_tokens":8192,"protocol":"streaming","stride":512},)"
+            R"("policy":"full","position_mode":"original","repeats":5,"seed":0,"threads":0,)"
+            R"("warmup":2,"workload":"perplexity"})");
+  EXPECT_EQ(a->run_keys[0], "73fc8e2c0916886d");
+}
+
+TEST(GridTest, DeduplicatesIdenticalPoints) {
+  std::string yaml = WithPolicy("{name: full}") +
+                     "    - full\n    - {name: window, window: [8, 8, 16]}\n";
+  auto g = ParseGridYaml(yaml, "g.yaml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->runs.size(), 3u);  // full, window=8, window=16
+}
+
+TEST(GridTest, ExpandsEveryAxis) {
+  auto g = ParseGridYaml(R"(name: axes
+position_mode: [original, shifted]
+seed: [1, 2]
+datasets:
+  - {name: pg19, samples: 2}
+  - {name: text, path: /tmp/x.txt, sample: [3, 5]}
+workloads:
+  perplexity: {protocol: [sliding, streaming, prefill]}
+  generation: {prompt_tokens: [16, 32], new_tokens: [4, 8]}
+  noop: {ms: 1}
+grid:
+  policy:
+    - {name: knorm, budget: 4, skip_layers: [[0], [0, 1]]}
+    - "tova:cache_size=8"
+)", "axes.yaml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  // policies 2+1=3, datasets 2+2=4, workloads 3+4+1=8, modes 2, seeds 2.
+  EXPECT_EQ(g->runs.size(), 3u * 4u * 8u * 2u * 2u);
+  std::set<std::string> policies, samples;
+  for (const auto& r : g->runs) {
+    policies.insert(r.policy);
+    samples.insert(r.dataset.name + "#" + std::to_string(r.dataset.sample));
+  }
+  EXPECT_EQ(policies, (std::set<std::string>{"knorm:budget=4,prune_after=0,skip_layers=[0]",
+                                             "knorm:budget=4,prune_after=0,skip_layers=[0,1]",
+                                             "tova:cache_size=8"}));
+  EXPECT_EQ(samples, (std::set<std::string>{"pg19#0", "pg19#1", "text#3", "text#5"}));
+  EXPECT_EQ(g->runs[0].device, "auto");
+}
+
+TEST(GridTest, ErrorsCarryLineColumnAndHint) {
+  // Unknown top-level key, with a suggestion.
+  std::string e = ErrorOf("name: t\nrepeat: 3\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:2:1: unknown key 'repeat'"));
+  EXPECT_THAT(e, HasSubstr("did you mean 'repeats'"));
+  // Wrong type.
+  e = ErrorOf("name: t\nrepeats: many\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:2:10: repeats must be an integer, got 'many'"));
+  EXPECT_THAT(e, HasSubstr("(hint: "));
+  e = ErrorOf("name: t\nrepeats: [1, 2]\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:2:10: repeats must be a single integer"));
+  e = ErrorOf("name: t\nrepeats: 0\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:2:10: repeats = 0 is out of range"));
+  e = ErrorOf("name: [a]\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:1:7: name must be a non-empty string"));
+  e = ErrorOf("name: t\nmodel: {id: x, dtype: fp16}\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:2:23: model.dtype: 'fp16' is not one of"));
+  e = ErrorOf("name: t\ndevice: gpu\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:2:9: device 'gpu'"));
+  // Unknown policy, with a suggestion.
+  e = ErrorOf(WithPolicy("{name: streamingllm, window: 8}"));
+  EXPECT_THAT(e, HasSubstr("g.yaml:8:14: unknown policy 'streamingllm'"));
+  EXPECT_THAT(e, HasSubstr("did you mean 'streaming_llm'"));
+  // Unknown parameter.
+  e = ErrorOf(WithPolicy("{name: snapkv, budget: 64, windw: 8}"));
+  EXPECT_THAT(e, HasSubstr("g.yaml:8:34: policy 'snapkv' has no parameter 'windw'"));
+  EXPECT_THAT(e, HasSubstr("did you mean 'window'"));
+  // Out of range: points at the offending list element.
+  e = ErrorOf(WithPolicy("{name: streaming_llm, window: [8, 0, 16]}"));
+  EXPECT_THAT(e, HasSubstr("g.yaml:8:41: policy 'streaming_llm': parameter 'window' = 0 is out of range"));
+  e = ErrorOf(WithPolicy("{name: knorm, keep_ratio: 1.5}"));
+  EXPECT_THAT(e, HasSubstr("g.yaml:8:33: policy 'knorm': parameter 'keep_ratio' = 1.5"));
+  // Combination rules of the policy schema.
+  e = ErrorOf(WithPolicy("{name: snapkv, budget: 64, kernel: 6}"));
+  EXPECT_THAT(e, HasSubstr("g.yaml:8:"));
+  EXPECT_THAT(e, HasSubstr("kernel 6 must be odd"));
+  e = ErrorOf(WithPolicy("{name: streaming_llm}"));
+  EXPECT_THAT(e, HasSubstr("missing required parameter 'window'"));
+  // List-valued parameter given as a plain list.
+  e = ErrorOf(WithPolicy("{name: knorm, budget: 4, skip_layers: [0, 1]}"));
+  EXPECT_THAT(e, HasSubstr("g.yaml:8:"));
+  EXPECT_THAT(e, HasSubstr("nest it"));
+  // Policy given as a string.
+  e = ErrorOf(WithPolicy("\"tova:cache=8\""));
+  EXPECT_THAT(e, HasSubstr("g.yaml:8:7: policy 'tova': unknown parameter 'cache'"));
+  // Duplicate key.
+  e = ErrorOf("name: t\nrepeats: 1\nrepeats: 2\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:3:1: duplicate key 'repeats'"));
+  // YAML syntax error.
+  e = ErrorOf("name: t\ndatasets: [{name: pg19\nworkloads: {}\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:"));
+  EXPECT_THAT(e, HasSubstr("YAML syntax error"));
+  // Dataset problems.
+  e = ErrorOf("name: t\ndatasets:\n  - {name: wikitext}\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:3:12: dataset name: 'wikitext' is not one of"));
+  e = ErrorOf("name: t\ndatasets:\n  - {name: text}\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:3:12: dataset 'text' needs a 'path'"));
+  e = ErrorOf("name: t\ndatasets:\n  - {name: pg19, samples: 1, sample: 2}\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:3:30: give either 'samples'"));
+  // Workloads.
+  e = ErrorOf("name: t\ndatasets: [{name: pg19}]\nworkloads:\n  perplexity: {protocol: stream}\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:4:26: perplexity.protocol: 'stream' is not one of"));
+  EXPECT_THAT(e, HasSubstr("did you mean 'streaming'"));
+  e = ErrorOf("name: t\ndatasets: [{name: pg19}]\nworkloads:\n  perplexity: {max_length: 256, stride: 512}\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:4:41: perplexity.stride 512 is larger than max_length 256"));
+  e = ErrorOf("name: t\ndatasets: [{name: pg19}]\nworkloads:\n  generation: {prompt: 5}\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:4:16: unknown key 'prompt' in workloads.generation"));
+  e = ErrorOf("name: t\ndatasets: [{name: pg19}]\nworkloads:\n  generation: {new_tokens: -1}\n");
+  EXPECT_THAT(e, HasSubstr("g.yaml:4:28: generation.new_tokens = -1 is out of range"));
+  // Missing sections.
+  EXPECT_THAT(ErrorOf(""), HasSubstr("g.yaml:1:1: the grid is empty"));
+  EXPECT_THAT(ErrorOf("repeats: 1\n"), HasSubstr("g.yaml:1:1: the grid has no 'name'"));
+  EXPECT_THAT(ErrorOf("name: t\n"), HasSubstr("no 'datasets'"));
+  EXPECT_THAT(ErrorOf("name: t\ndatasets: [{name: pg19}]\n"), HasSubstr("no 'workloads'"));
+  EXPECT_THAT(ErrorOf("name: t\ndatasets: [{name: pg19}]\nworkloads: {generation: {}}\n"),
+              HasSubstr("no 'grid'"));
+  EXPECT_THAT(ErrorOf("- a\n- b\n"), HasSubstr("g.yaml:1:1: the grid must be a mapping"));
+}
+
+TEST(GridTest, RejectsHugeGrids) {
+  std::string values = "[";
+  for (int i = 1; i <= 400; ++i) values += std::to_string(i) + (i < 400 ? "," : "]");
+  std::string yaml = "name: t\nseed: " + values + "\ndatasets: [{name: pg19}]\nworkloads:\n"
+                     "  generation: {prompt_tokens: " + values + "}\ngrid: {policy: [full]}\n";
+  EXPECT_THAT(ErrorOf(yaml), HasSubstr("expands to 160000 runs"));
+}
+
+TEST(GridTest, FileErrors) {
+  auto g = ParseGridFile("/nonexistent/grid.yaml");
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(GridTest, EveryExampleGridParses) {
+  namespace fs = std::filesystem;
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(KVGRID_SOURCE_DIR) / "experiments")) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++count;
+    auto g = ParseGridFile(entry.path().string());
+    ASSERT_TRUE(g.ok()) << entry.path() << ": " << g.status();
+    EXPECT_FALSE(g->runs.empty()) << entry.path();
+    EXPECT_EQ(g->name, entry.path().stem().string()) << "file name and grid name differ";
+    std::printf("%s: %zu runs\n", entry.path().filename().c_str(), g->runs.size());
+  }
+  EXPECT_GE(count, 4);
+}
+
+TEST(GridTest, QuickGridIsSmallAndCpu) {
+  auto g = ParseGridFile(std::string(KVGRID_SOURCE_DIR) + "/experiments/quick.yaml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  std::set<std::string> names;
+  for (const auto& r : g->runs) {
+    EXPECT_EQ(r.device, "cpu");
+    EXPECT_EQ(r.model.id, "EleutherAI/pythia-70m-deduped");
+    names.insert(r.policy.substr(0, r.policy.find(':')));
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"full", "streaming_llm", "h2o", "snapkv", "knorm", "tova"}));
+  EXPECT_EQ(g->runs.size(), 6u * 3u);
+}
+
+TEST(GridTest, PoliciesGridCoversEveryPolicy) {
+  auto g = ParseGridFile(std::string(KVGRID_SOURCE_DIR) + "/experiments/policies.yaml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  std::set<std::string> names, datasets;
+  for (const auto& r : g->runs) {
+    names.insert(r.policy.substr(0, r.policy.find(':')));
+    datasets.insert(r.dataset.name);
+  }
+  EXPECT_EQ(names.size(), 11u);
+  EXPECT_EQ(datasets, (std::set<std::string>{"wikitext-2-raw-v1", "pg19"}));
+}
+
+}  // namespace
+}  // namespace kvgrid
