@@ -250,7 +250,11 @@ class RepoCache {
     }
     bool downloaded = false;
     if (!IsFile(blob)) {
-      ASSIGN_OR_RETURN(auto lock, ScopedFileLock::Acquire(blob + ".lock", options_.lock_timeout_s));
+      // Like huggingface_hub: <cache>/.locks/<repo folder>/<etag>.lock, never deleted (deleting
+      // a lock file others wait on would let two processes hold "the" lock at once).
+      std::string lock_path = (fs::path(options_.cache_dir) / ".locks" /
+                               HubRepoFolderName(repo_id_) / (m.etag + ".lock")).string();
+      ASSIGN_OR_RETURN(auto lock, ScopedFileLock::Acquire(lock_path, options_.lock_timeout_s));
       if (!IsFile(blob)) {  // someone else may have finished it while we waited
         HttpOptions http = options_.http;
         http.bearer_token = options_.token;
@@ -269,7 +273,6 @@ class RepoCache {
         }
         downloaded = true;
       }
-      ::unlink((blob + ".lock").c_str());
     }
     RETURN_IF_ERROR(LinkPointer(m.commit, file, m.etag));
     return downloaded;

@@ -202,6 +202,7 @@ struct Source {
   std::string url;         // what to download
   std::string download;    // where the download goes (then processed into cache_file)
   std::string describe;    // "wikitext-2-raw-v1 test split" / "pg19 test book 10146"
+  std::string lock_file;   // {cache}/.locks/<name>.lock
   std::string zip_member;  // wikitext only
   bool pg19 = false;
   int64_t sample = 0;
@@ -218,6 +219,7 @@ absl::StatusOr<Source> Describe(const DatasetRequest& r) {
     s.download = absl::StrCat(cache, "/downloads/", kWikitext, ".zip");
     s.describe = absl::StrCat(kWikitext, " ", split.canonical, " split");
     s.zip_member = split.wikitext_member;
+    s.lock_file = absl::StrCat(cache, "/.locks/", kWikitext, "-", split.canonical, ".lock");
     return s;
   }
   if (r.name == kPg19) {
@@ -237,6 +239,7 @@ absl::StatusOr<Source> Describe(const DatasetRequest& r) {
     s.cache_file = absl::StrCat(cache, "/", kPg19, "/", dir, "/", s.sample, ".txt");
     s.download = absl::StrCat(cache, "/downloads/", kPg19, "-", dir, "-", s.sample, ".txt");
     s.describe = absl::StrCat("pg19 ", split.canonical, " book ", s.sample);
+    s.lock_file = absl::StrCat(cache, "/.locks/", kPg19, "-", dir, "-", s.sample, ".lock");
     return s;
   }
   return absl::InvalidArgumentError(UnknownDatasetMessage(r.name));
@@ -346,7 +349,8 @@ absl::StatusOr<std::string> EnsureDatasetCached(const DatasetRequest& r) {
         "); download it first with `kvgrid download --dataset ", r.name,
         s.pg19 ? absl::StrCat(" --sample ", s.sample) : std::string(), "` or set path"));
   }
-  ASSIGN_OR_RETURN(auto lock, ScopedFileLock::Acquire(s.cache_file + ".lock", kLockTimeoutS));
+  // Locks live in {cache}/.locks/ and are never deleted (see model/hub/hf_hub.cc).
+  ASSIGN_OR_RETURN(auto lock, ScopedFileLock::Acquire(s.lock_file, kLockTimeoutS));
   // Another process may have filled the cache while we waited for the lock.
   cached = VerifyCached(s.cache_file);
   if (cached.ok() && *cached) return s.cache_file;
@@ -368,7 +372,6 @@ absl::StatusOr<std::string> EnsureDatasetCached(const DatasetRequest& r) {
                                                            s.url, ": ", text.status().message()));
   }
   RETURN_IF_ERROR(StoreCached(s.cache_file, *text));
-  ::unlink((s.cache_file + ".lock").c_str());
   return s.cache_file;
 }
 
