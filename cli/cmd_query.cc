@@ -47,12 +47,12 @@ void PrintCsv(const QueryTable& t) {
 }
 
 void PrintJson(const QueryTable& t) {
-  nlohmann::json out = nlohmann::json::array();
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const auto& row : t.rows) {
-    nlohmann::json obj = nlohmann::json::object();
+    nlohmann::ordered_json obj = nlohmann::ordered_json::object();
     for (size_t c = 0; c < row.size(); ++c) {
       const QueryCell& cell = row[c];
-      nlohmann::json v;
+      nlohmann::ordered_json v;
       switch (cell.kind) {
         case QueryCell::kNull: v = nullptr; break;
         case QueryCell::kInteger: v = std::stoll(cell.text); break;
