@@ -26,6 +26,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
   return c;
 }
 
+absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
+    const ClientFlags& flags) {
+  auto options = ResolveClientOptions(flags.coordinator, flags.token_file, flags.tls_ca);
+  if (!options.ok()) return options.status();
+  return Connect(*options);
+}
+
 void CoordinatorClient::Prepare(grpc::ClientContext* ctx) const {
   rpc::PrepareContext(ctx, options_.token, std::chrono::milliseconds(options_.timeout_ms));
   // Optionally wait for a coordinator that is still starting instead of failing at once.

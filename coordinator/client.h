@@ -27,9 +27,29 @@ absl::StatusOr<ClientOptions> ResolveClientOptions(const std::string& address_fl
                                                    const std::string& token_file_flag,
                                                    const std::string& tls_ca_flag);
 
+// The connection flags every client command takes.
+struct ClientFlags {
+  std::string coordinator;  // --coordinator ADDR
+  std::string token_file;   // --token-file F
+  std::string tls_ca;       // --tls-ca F
+};
+
+// Adds --coordinator, --token-file and --tls-ca to a CLI11 subcommand (templated so this header
+// does not need CLI11).
+template <typename App>
+void AddClientFlags(App* cmd, ClientFlags* flags) {
+  cmd->add_option("--coordinator", flags->coordinator,
+                  "coordinator address (default $KVGRID_COORDINATOR, else 127.0.0.1:50051)");
+  cmd->add_option("--token-file", flags->token_file,
+                  "bearer token file (default $KVGRID_TOKEN_FILE, else $KVGRID_TOKEN)");
+  cmd->add_option("--tls-ca", flags->tls_ca,
+                  "PEM CA certificate: connect with TLS (default $KVGRID_TLS_CA)");
+}
+
 class CoordinatorClient {
  public:
   static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Connect(const ClientOptions& options);
+  static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Connect(const ClientFlags& flags);
 
   absl::StatusOr<v1::SubmitResponse> Submit(const std::string& grid_yaml,
                                             const std::string& filename, bool force);

@@ -197,7 +197,7 @@ absl::Status FromGrpcStatus(const grpc::Status& status, const std::string& what)
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
     msg = absl::StrCat("unreachable (", msg, ")");
   } else if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
-    msg = absl::StrCat("refused: ", msg);
+    msg = absl::StrCat("refused (UNAUTHENTICATED): ", msg);
   }
   return absl::Status(static_cast<absl::StatusCode>(static_cast<int>(status.error_code())),
                       absl::StrCat(what, ": ", msg));

@@ -1,0 +1,250 @@
+// `kvgrid run GRID.yaml [--workers N] [--db FILE]`: the all-in-one mode. Starts an embedded
+// coordinator on a loopback port (random token, never written anywhere), N in-process worker
+// daemons (each with its own executor, connection and heartbeat thread), submits the grid through
+// the same gRPC path as `kvgrid submit`, shows progress, then prints the markdown report.
+// Resubmitting the same grid to the same database reuses finished runs (--force reruns them).
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "cli/command_registry.h"
+#include "coordinator/client.h"
+#include "coordinator/grid/grid.h"
+#include "coordinator/results_format.h"
+#include "coordinator/server.h"
+#include "proto/rpc_common.h"
+#include "reports/report.h"
+#include "storage/store.h"
+#include "worker/daemon/noop_executor.h"
+#include "worker/daemon/signal_watcher.h"
+#include "worker/daemon/worker_daemon.h"
+#include "worker/run_executor.h"
+
+namespace kvgrid::cli {
+namespace {
+
+struct RunFlags {
+  std::string grid;
+  int workers = 1;
+  std::string db;
+  std::string device;
+  std::string executor = "engine";
+  std::string output;
+  std::string plots_dir;
+  bool force = false;
+  bool verbose = false;
+};
+
+int Fail(const absl::Status& st) {
+  std::fprintf(stderr, "kvgrid run: error: %s\n", std::string(st.message()).c_str());
+  return 1;
+}
+
+// The device local workers advertise: a CUDA device if the grid asks for one, else the CPU
+// ("auto" runs go to any worker).
+std::string DeviceForGrid(const Grid& grid) {
+  for (const auto& spec : grid.runs) {
+    if (absl::StartsWith(spec.device, "cuda")) return spec.device;
+  }
+  return "cpu";
+}
+
+v1::ExperimentStatus ToStatus(const ProgressView& p) {
+  v1::ExperimentStatus e;
+  e.set_name(p.experiment);
+  e.set_status(p.status);
+  e.set_total(p.total);
+  e.set_planned(p.planned);
+  e.set_running(p.running);
+  e.set_done(p.done);
+  e.set_failed(p.failed);
+  e.set_cancelled(p.cancelled);
+  return e;
+}
+
+int RunAllInOne(const RunFlags& f) {
+  auto grid = ParseGridFile(f.grid);
+  if (!grid.ok()) return Fail(grid.status());
+  const std::string db = f.db.empty() ? DefaultDbPath() : f.db;
+  const std::string device = f.device.empty() ? DeviceForGrid(*grid) : f.device;
+  const int n_workers = std::max(1, f.workers);
+
+  // Executors first: an engine that cannot be built should fail before anything is stored.
+  std::vector<std::unique_ptr<RunExecutor>> executors;
+  for (int i = 0; i < n_workers; ++i) {
+    auto ex = f.executor == "noop" ? MakeNoopExecutor(device) : MakeEngineExecutor(device);
+    if (ex == nullptr) {
+      return Fail(absl::UnavailableError(
+          "the engine executor is not available in this build (use --executor noop)"));
+    }
+    executors.push_back(std::move(ex));
+  }
+
+  auto log = [&](const std::string& msg) {
+    if (f.verbose) std::fprintf(stderr, "[kvgrid run] %s\n", msg.c_str());
+  };
+  CoordinatorOptions copt;
+  copt.db_path = db;
+  copt.listen = "127.0.0.1:0";
+  copt.token = rpc::GenerateToken();
+  copt.lease_ms = 60000;
+  copt.heartbeat_ms = 2000;
+  copt.max_wait_ms = 1000;
+  copt.log = log;
+  auto server = CoordinatorServer::Start(copt);
+  if (!server.ok()) return Fail(server.status());
+
+  std::atomic<bool> interrupted{false};
+  std::vector<std::unique_ptr<WorkerDaemon>> daemons;
+  for (int i = 0; i < n_workers; ++i) {
+    WorkerDaemonOptions wopt;
+    wopt.coordinator = (*server)->address();
+    wopt.token = copt.token;
+    wopt.device = device;
+    wopt.worker_id = absl::StrCat("local-", ::getpid(), "-", i, ":", device);
+    wopt.lease_wait_ms = 1000;
+    wopt.drain_timeout_ms = 0;
+    wopt.log = log;
+    daemons.push_back(std::make_unique<WorkerDaemon>(wopt, executors[i].get()));
+  }
+  SignalWatcher signals([&](int, int count) {
+    interrupted.store(true);
+    std::fprintf(stderr, "\nkvgrid run: interrupted; handing back running runs (they resume "
+                         "with the next `kvgrid run` of this grid on %s)\n", db.c_str());
+    for (auto& d : daemons) {
+      if (count == 1) d->Drain(); else d->Stop();
+    }
+  });
+  std::vector<std::thread> threads;
+  std::vector<absl::Status> worker_status(n_workers);
+  std::atomic<int> workers_running{n_workers};
+  for (int i = 0; i < n_workers; ++i) {
+    threads.emplace_back([&, i] {
+      worker_status[i] = daemons[i]->Run();
+      workers_running.fetch_sub(1);
+    });
+  }
+
+  // Submit through the same gRPC path as `kvgrid submit`.
+  ClientOptions client_opt;
+  client_opt.address = (*server)->address();
+  client_opt.token = copt.token;
+  auto client = CoordinatorClient::Connect(client_opt);
+  absl::StatusOr<v1::SubmitResponse> submitted =
+      client.ok() ? (*client)->Submit(grid->yaml, f.grid, f.force)
+                  : absl::StatusOr<v1::SubmitResponse>(client.status());
+  int rc = 0;
+  if (!submitted.ok()) {
+    rc = Fail(submitted.status());
+  } else {
+    std::fprintf(stderr, "kvgrid run: %s: %d runs (%d to run, %d reused from %s), %d worker(s) on %s\n",
+                 submitted->experiment().c_str(), submitted->total(),
+                 submitted->planned() + submitted->requeued(), submitted->reused_done(),
+                 db.c_str(), n_workers, device.c_str());
+    const bool tty = ::isatty(STDERR_FILENO) != 0;
+    std::string last;
+    while (!interrupted.load()) {
+      auto progress = (*server)->store().Progress(submitted->experiment());
+      if (!progress.ok()) {
+        rc = Fail(progress.status());
+        break;
+      }
+      v1::ExperimentStatus e = ToStatus(*progress);
+      std::string line = ProgressLine(e);
+      if (tty) {
+        std::fprintf(stderr, "\r%s\033[K", line.c_str());
+      } else if (line != last) {
+        std::fprintf(stderr, "%s\n", line.c_str());
+      }
+      last = line;
+      if (IsFinished(e)) {
+        if (tty) std::fprintf(stderr, "\n");
+        if (e.done() != e.total()) rc = 1;
+        break;
+      }
+      if (workers_running.load() == 0) {
+        rc = Fail(absl::AbortedError("every local worker stopped before the grid finished"));
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(tty ? 200 : 1000));
+    }
+    if (interrupted.load()) rc = 1;
+  }
+  for (auto& d : daemons) d->Drain();
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < n_workers; ++i) {
+    if (!worker_status[i].ok()) {
+      std::fprintf(stderr, "kvgrid run: worker %d: %s\n", i,
+                   std::string(worker_status[i].message()).c_str());
+      rc = 1;
+    }
+  }
+  if (submitted.ok()) {
+    reports::ReportOptions ropt;
+    ropt.plots_dir = f.plots_dir;
+    ropt.db_path = db;
+    auto report = reports::RenderExperimentReport((*server)->store(), submitted->experiment(), ropt);
+    if (!report.ok()) {
+      rc = Fail(report.status());
+    } else if (!f.output.empty()) {
+      std::ofstream out(f.output, std::ios::binary);
+      out << *report;
+      if (!out) {
+        rc = Fail(absl::InternalError(f.output + ": cannot write the report"));
+      } else {
+        std::fprintf(stderr, "kvgrid run: report written to %s\n", f.output.c_str());
+      }
+    } else {
+      std::fwrite(report->data(), 1, report->size(), stdout);
+    }
+  }
+  (*server)->Shutdown();
+  for (auto& d : daemons) {
+    if (d->execution_abandoned()) {
+      // A handed-back run is still executing in-process: exit without waiting for it.
+      std::fflush(stdout);
+      std::fflush(stderr);
+      std::_Exit(rc == 0 ? 1 : rc);
+    }
+  }
+  daemons.clear();
+  return rc;
+}
+
+std::function<int()> SetupRun(CLI::App& app) {
+  auto f = std::make_shared<RunFlags>();
+  CLI::App* sub = app.add_subcommand(
+      "run", "Run a grid on this machine (embedded coordinator + local workers), then report");
+  sub->add_option("grid", f->grid, "grid YAML file")->required();
+  sub->add_option("--workers", f->workers, "local worker threads (each loads its own model)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  sub->add_option("--db", f->db, "SQLite results database (default $KVGRID_DB, else ./kvgrid.db)");
+  sub->add_option("--device", f->device,
+                  "device of the local workers (default: the grid's CUDA device if any, else cpu)");
+  sub->add_option("--executor", f->executor, "engine | noop (scheduler tests)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"engine", "noop"}));
+  sub->add_option("-o,--output", f->output, "write the markdown report here instead of stdout");
+  sub->add_option("--plots", f->plots_dir, "also write SVG plots into this directory");
+  sub->add_flag("--force", f->force, "rerun runs already finished in this database");
+  sub->add_flag("-v,--verbose", f->verbose, "log coordinator and worker events");
+  return [f]() { return RunAllInOne(*f); };
+}
+
+}  // namespace
+
+KVGRID_REGISTER_COMMAND(run, "run", SetupRun);
+
+}  // namespace kvgrid::cli
