@@ -232,7 +232,7 @@ absl::StatusOr<std::string> RenderSvgPlot(const PlotSpec& spec) {
   const double height = std::max<double>(spec.height, top + 16 + 20.0 * entries);
   const double py0 = height - bottom, py1 = top;  // y grows downwards
   // Wide enough for the title and subtitle (rough glyph widths) as well as plot + legend.
-  const double title_w = px0 + std::max(spec.title.size() * 8.6, spec.subtitle.size() * kCharWidth) + 8;
+  const double title_w = px0 + std::max(spec.title.size() * 8.6, spec.subtitle.size() * 6.2) + 8;
   const double total_w = std::max(spec.width + legend_w, title_w);
   const std::string grey = kPlotTextColor;
 
