@@ -111,7 +111,7 @@ class GridParser {
     std::vector<Entry> out;
     std::set<std::string> seen;
     for (auto it = node.begin(); it != node.end(); ++it) {
-      const YAML::Node& key = it->first;
+      const YAML::Node key = it->first;  // a copy: `it->` is a proxy (temporary)
       if (!key.IsScalar()) {
         return Error(key.Mark(), absl::StrCat(what, ": keys must be plain names"),
                      absl::StrCat("known keys: ", absl::StrJoin(allowed, ", ")));
@@ -126,7 +126,7 @@ class GridParser {
         return Error(key.Mark(), absl::StrCat("duplicate key '", k, "' in ", what),
                      "each key may appear once; put several values in a list to sweep them");
       }
-      out.push_back({key, it->second});
+      out.push_back({key, YAML::Node(it->second)});
     }
     return out;
   }
@@ -236,6 +236,19 @@ class GridParser {
     return Integer(e->value, MarkOf(*e), section.empty() ? key : section + "." + key, min, max);
   }
 
+  absl::Status CheckProduct(const YAML::Mark& mark, const std::string& what,
+                            std::initializer_list<size_t> sizes) const {
+    int64_t n = 1;
+    for (size_t s : sizes) {
+      n *= static_cast<int64_t>(s);
+      if (n > kMaxRuns) {
+        return Error(mark, absl::StrCat(what, " expands to more than ", kMaxRuns, " variants"),
+                     "split the grid into several experiments");
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ParseModel(const Entry& e, ModelRef* model) const;
   absl::Status ParseDatasets(const Entry& e, std::vector<DatasetRef>* out) const;
   absl::Status ParseWorkloads(const Entry& e, std::vector<RunSpec>* variants) const;
@@ -309,6 +322,10 @@ absl::Status GridParser::ParseDatasets(const Entry& e, std::vector<DatasetRef>* 
     } else if (sample != nullptr) {
       ASSIGN_OR_RETURN(indices, IntegerAxis(d, "sample", "dataset", 0, 0, 1000000));
     }
+    if (out->size() + indices.size() > static_cast<size_t>(kMaxRuns)) {
+      return Error(item.Mark(), absl::StrCat("datasets expand to more than ", kMaxRuns, " entries"),
+                   "split the grid into several experiments");
+    }
     for (int64_t i : indices) {
       DatasetRef ref = base;
       ref.sample = i;
@@ -354,6 +371,9 @@ absl::Status GridParser::ParseWorkloads(const Entry& e, std::vector<RunSpec>* va
       ASSIGN_OR_RETURN(auto stride, IntegerAxis(p, "stride", s, pd.stride, 1, 1000000));
       ASSIGN_OR_RETURN(auto context, IntegerAxis(p, "context_tokens", s, pd.context_tokens, 1, 10000000));
       ASSIGN_OR_RETURN(auto cont, IntegerAxis(p, "continuation_tokens", s, pd.continuation_tokens, 1, 10000000));
+      RETURN_IF_ERROR(CheckProduct(MarkOf(wl), "workloads.perplexity",
+                                   {protocols.size(), max_tokens.size(), max_length.size(),
+                                    stride.size(), context.size(), cont.size()}));
       for (const auto& proto : protocols)
         for (int64_t mt : max_tokens)
           for (int64_t ml : max_length)
@@ -380,6 +400,8 @@ absl::Status GridParser::ParseWorkloads(const Entry& e, std::vector<RunSpec>* va
       ASSIGN_OR_RETURN(auto prompt, IntegerAxis(g, "prompt_tokens", s, gd.prompt_tokens, 1, 10000000));
       ASSIGN_OR_RETURN(auto fresh, IntegerAxis(g, "new_tokens", s, gd.new_tokens, 1, 10000000));
       ASSIGN_OR_RETURN(auto batch, IntegerAxis(g, "batch", s, gd.batch, 1, 4096));
+      RETURN_IF_ERROR(CheckProduct(MarkOf(wl), "workloads.generation",
+                                   {prompt.size(), fresh.size(), batch.size()}));
       for (int64_t pt : prompt)
         for (int64_t nt : fresh)
           for (int64_t b : batch) {
@@ -543,7 +565,14 @@ absl::Status GridParser::ParsePolicies(const Entry& e, std::vector<std::string>*
     return Error(MarkOf(*p), "grid.policy must be a non-empty list of policies",
                  "policy:\n    - {name: full}\n    - {name: streaming_llm, window: [252, 508]}");
   }
-  for (const auto& item : p->value) RETURN_IF_ERROR(ExpandPolicyEntry(item, out));
+  for (const auto& item : p->value) {
+    RETURN_IF_ERROR(ExpandPolicyEntry(item, out));
+    if (out->size() > static_cast<size_t>(kMaxRuns)) {
+      return Error(item.Mark(), absl::StrCat("grid.policy expands to more than ", kMaxRuns,
+                                             " settings"),
+                   "split the grid into several experiments");
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -1,6 +1,8 @@
 #include "coordinator/grid/grid.h"
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 
@@ -270,6 +272,34 @@ TEST(GridTest, PoliciesGridCoversEveryPolicy) {
   }
   EXPECT_EQ(names.size(), 11u);
   EXPECT_EQ(datasets, (std::set<std::string>{"wikitext-2-raw-v1", "pg19"}));
+}
+
+}  // namespace
+}  // namespace kvgrid
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+
+namespace kvgrid {
+namespace {
+
+// The fuzz target's corpus replays in every build (no libFuzzer needed), plus nasty inputs.
+TEST(GridFuzzCorpus, ReplaysWithoutCrashing) {
+  namespace fs = std::filesystem;
+  int n = 0;
+  for (const auto& entry :
+       fs::directory_iterator(fs::path(KVGRID_SOURCE_DIR) / "tests" / "grid" / "corpus")) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    ++n;
+  }
+  EXPECT_GE(n, 5);
+  for (std::string nasty : {std::string(5000, '['), std::string("name: \0x", 8),
+                            std::string("{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"),
+                            std::string("name: t\n") + std::string(3000, '-') + " x",
+                            std::string("&a [*a]"), std::string("\xff\xfe\x00\x00", 4)}) {
+    LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(nasty.data()), nasty.size());
+  }
 }
 
 }  // namespace
