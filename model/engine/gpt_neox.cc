@@ -339,7 +339,8 @@ absl::StatusOr<ForwardOutput> GptNeoxModel::Forward(const ForwardRequest& req, K
       if (capture_hidden && l + 1 < config_.num_layers) out.hidden.push_back(x);
     }
     if (req.logits == LogitsRows::kNone && !capture_hidden) return out;
-    auto rows = req.logits == LogitsRows::kLast ? x.narrow(1, x.size(1) - 1, 1) : x;
+    auto rows = req.logits == LogitsRows::kLast ? x.narrow(1, x.size(1) - 1, 1)
+                                                : x.narrow(1, req.logits_start, x.size(1) - req.logits_start);
     if (capture_hidden) rows = x;
     auto normed = torch::layer_norm(rows, {h}, to_c(w_.final_ln_w), to_c(w_.final_ln_b), config_.layer_norm_eps);
     if (capture_hidden) {

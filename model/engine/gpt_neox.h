@@ -38,6 +38,7 @@ struct ForwardRequest {
   torch::Tensor positions;  // [B, m] int64 true text positions
   torch::Tensor valid;      // [B, m] bool; undefined = every token is real
   LogitsRows logits = LogitsRows::kLast;
+  int64_t logits_start = 0; // with kAll: only rows >= logits_start get logits (saves the LM head)
   ForwardPhase phase = ForwardPhase::kPrefill;
   bool evict = true;        // run the policy after each layer's attention
   int64_t tokens_seen = 0;  // true tokens processed before this forward

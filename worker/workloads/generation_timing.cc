@@ -1,0 +1,137 @@
+#include "worker/workloads/generation_timing.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "model/engine/generate.h"
+#include "model/engine/kv_policy.h"
+#include "worker/workloads/memory_probe.h"
+
+namespace kvgrid {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Ms(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+struct OneRun {
+  double ttft_ms = 0, total_ms = 0, tpot_ms = 0, scoring_ms = 0;
+  std::vector<double> step_ms;
+  MemoryPeak prefill_peak, decode_peak;
+  int64_t kv_peak = 0, kv_end = 0, kv_tokens_max = 0;
+};
+
+}  // namespace
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::vector<int64_t>& prompt,
+                                              const PolicySpec& spec,
+                                              const GenerationTimingOptions& o) {
+  if (prompt.empty()) return absl::InvalidArgumentError("generation: empty prompt");
+  if (o.new_tokens < 1) return absl::InvalidArgumentError("generation: new_tokens must be >= 1");
+  if (o.batch < 1) return absl::InvalidArgumentError("generation: batch must be >= 1");
+  if (spec.name != "full" && o.batch > 1) {
+    return absl::UnimplementedError("KV policies other than 'full' run at batch 1 only");
+  }
+  MemoryProbe probe(model.device());
+  std::vector<std::vector<int64_t>> prompts(o.batch, prompt);
+  SamplingParams sp;
+  sp.greedy = true;
+  sp.ignore_eos = true;
+  sp.max_new_tokens = o.new_tokens;
+
+  std::vector<OneRun> runs;
+  for (int64_t rep = 0; rep < o.warmup + o.repeats; ++rep) {
+    std::unique_ptr<KvPolicy> policy;
+    if (spec.name != "full") {
+      ASSIGN_OR_RETURN(policy, MakePolicy(spec));
+      policy->Reset(model.config().num_layers);
+    }
+    OneRun run;
+    std::vector<Clock::time_point> marks;
+    marks.reserve(o.new_tokens);
+    MemoryProbe::Synchronize(model.device());
+    probe.ResetPeak();
+    const auto start = Clock::now();
+    auto on_step = [&](int64_t step) {
+      // The token id of `step` is on the host here (Generate copies it), so the device is idle.
+      marks.push_back(Clock::now());
+      if (step == 0) {
+        run.prefill_peak = probe.ReadPeak();
+        probe.ResetPeak();
+        marks.back() = Clock::now();  // the probe's reads are not part of decode
+      }
+    };
+    ASSIGN_OR_RETURN(GenerationOutput out, Generate(model, prompts, sp, policy.get(), o.position_mode, on_step));
+    run.decode_peak = probe.ReadPeak();
+    if (static_cast<int64_t>(marks.size()) != o.new_tokens) {
+      return absl::InternalError("generation stopped early although EOS is ignored");
+    }
+    run.ttft_ms = Ms(start, marks.front());
+    run.total_ms = Ms(start, marks.back());
+    for (size_t i = 1; i < marks.size(); ++i) run.step_ms.push_back(Ms(marks[i - 1], marks[i]));
+    run.tpot_ms = o.new_tokens > 1 ? Ms(marks.front(), marks.back()) / (o.new_tokens - 1) : 0;
+    run.scoring_ms = out.stats.policy_ms;
+    run.kv_peak = out.kv_bytes_peak;
+    run.kv_end = out.kv_bytes_end;
+    run.kv_tokens_max = out.stats.kv_tokens_max;
+    if (rep >= o.warmup) runs.push_back(std::move(run));
+  }
+
+  RunResult r;
+  std::vector<double> ttft, tpot, thr, total_thr, prefill_thr, scoring, steps, peak, reserved,
+      prefill_peak, decode_peak;
+  const double B = static_cast<double>(o.batch), P = static_cast<double>(prompt.size()),
+               N = static_cast<double>(o.new_tokens);
+  for (const auto& run : runs) {
+    ttft.push_back(run.ttft_ms);
+    tpot.push_back(run.tpot_ms);
+    thr.push_back(B * N / (run.total_ms / 1000.0));
+    total_thr.push_back(B * (P + N) / (run.total_ms / 1000.0));
+    prefill_thr.push_back(B * P / (run.ttft_ms / 1000.0));
+    scoring.push_back(run.scoring_ms);
+    steps.insert(steps.end(), run.step_ms.begin(), run.step_ms.end());
+    bool cuda = run.prefill_peak.allocated >= 0;
+    double pp = cuda ? run.prefill_peak.allocated : run.prefill_peak.rss;
+    double dp = cuda ? run.decode_peak.allocated : run.decode_peak.rss;
+    prefill_peak.push_back(pp);
+    decode_peak.push_back(dp);
+    peak.push_back(std::max(pp, dp));
+    if (cuda) reserved.push_back(std::max(run.prefill_peak.reserved, run.decode_peak.reserved));
+  }
+  const bool cuda = !reserved.empty();
+  r.AddMetric("ttft_ms", Median(ttft), "ms");
+  r.AddMetric("tpot_ms", Median(tpot), "ms");
+  r.AddMetric("throughput_tok_s", Median(thr), "tok/s");
+  r.AddMetric("total_throughput_tok_s", Median(total_thr), "tok/s");
+  r.AddMetric("prefill_tok_s", Median(prefill_thr), "tok/s");
+  r.AddMetric("peak_memory_bytes", Median(peak), "bytes");
+  r.AddMetric(cuda ? "prefill_peak_allocated_bytes" : "prefill_peak_rss_bytes", Median(prefill_peak), "bytes");
+  r.AddMetric(cuda ? "decode_peak_allocated_bytes" : "decode_peak_rss_bytes", Median(decode_peak), "bytes");
+  if (cuda) r.AddMetric("peak_reserved_bytes", Median(reserved), "bytes");
+  r.AddMetric("kv_bytes_peak", static_cast<double>(runs.back().kv_peak), "bytes");
+  r.AddMetric("kv_bytes_end", static_cast<double>(runs.back().kv_end), "bytes");
+  r.AddMetric("kv_tokens_max", static_cast<double>(runs.back().kv_tokens_max), "tokens");
+  r.AddMetric("scoring_ms", Median(scoring), "ms");
+  r.AddMetric("repeats", static_cast<double>(runs.size()), "");
+  r.samples.push_back({"ttft_ms", "ms", ttft});
+  r.samples.push_back({"tpot_ms", "ms", tpot});
+  r.samples.push_back({"throughput_tok_s", "tok/s", thr});
+  r.samples.push_back({"scoring_ms", "ms", scoring});
+  r.samples.push_back({"decode_step_ms", "ms", steps});
+  r.environment["memory_metric"] = cuda ? "cuda peak allocated (caching allocator), reset per phase"
+                                        : "process peak RSS (VmHWM), reset per phase";
+  return r;
+}
+
+}  // namespace kvgrid

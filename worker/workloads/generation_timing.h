@@ -1,0 +1,34 @@
+// Generation timing (metrics.md): TTFT, TPOT, decode/total/prefill throughput, per-token
+// latencies, peak memory per phase, exact KV bytes — fixed lengths (EOS ignored), greedy,
+// warm-up runs discarded, then `repeats` timed runs; medians plus every raw sample.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/engine/gpt_neox.h"
+#include "model/policy_spec.h"
+#include "worker/run_result.h"
+
+namespace kvgrid {
+
+struct GenerationTimingOptions {
+  int64_t new_tokens = 128;
+  int64_t batch = 1;
+  int64_t repeats = 5;
+  int64_t warmup = 2;
+  PositionMode position_mode = PositionMode::kOriginal;
+};
+
+// `prompt` is already cut to the prompt length. Metrics: ttft_ms, tpot_ms, throughput_tok_s,
+// total_throughput_tok_s, prefill_tok_s, peak_memory_bytes (CUDA peak allocated; CPU peak RSS),
+// peak_reserved_bytes (CUDA), prefill/decode peaks, kv_bytes_peak, kv_bytes_end, kv_tokens_max,
+// scoring_ms; samples ttft_ms, tpot_ms, decode_step_ms.
+absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::vector<int64_t>& prompt,
+                                              const PolicySpec& policy,
+                                              const GenerationTimingOptions& options);
+
+double Median(std::vector<double> v);
+
+}  // namespace kvgrid

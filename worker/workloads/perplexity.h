@@ -1,0 +1,41 @@
+// Perplexity protocols (metrics.md, kv-policies.md §5, §2.7):
+//   sliding   — Hugging Face's strided window (max_length, stride); every token 1..N-1 scored once;
+//               no cache is kept across windows, so no policy applies (full-cache reference).
+//   streaming — StreamingLLM: one token per forward, score the next token, the policy updates the
+//               cache after every step; token 0 is never scored; up to max_tokens tokens.
+//   prefill   — kvpress style: segments of context_tokens + continuation_tokens; the policy
+//               compresses the context once at the end of its forward; the continuation is
+//               teacher-forced with no further eviction; only the continuation is scored (its
+//               first token is predicted from the uncompressed context, identically for every
+//               policy).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/engine/gpt_neox.h"
+#include "model/policy_spec.h"
+#include "worker/run_result.h"
+
+namespace kvgrid {
+
+struct PerplexityOptions {
+  std::string protocol = "sliding";
+  int64_t max_tokens = 0;        // 0 = all tokens (sliding, prefill) / 4096 (streaming)
+  int64_t max_length = 2048;
+  int64_t stride = 512;
+  int64_t context_tokens = 1024;
+  int64_t continuation_tokens = 256;
+  PositionMode position_mode = PositionMode::kOriginal;
+  bool keep_nll_samples = true;  // per-token NLL as the "nll" sample series
+};
+
+// Runs the protocol on `ids` with `policy` (a PolicySpec; "full" = no eviction) and returns the
+// metrics: ppl, nll_mean, ppl_stderr, scored_tokens, kv_tokens_max, kv_bytes_peak, kv_bytes_end,
+// scoring_ms, wall_ms; samples "nll" (streaming/prefill).
+absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<int64_t>& ids,
+                                        const PolicySpec& policy, const PerplexityOptions& options);
+
+}  // namespace kvgrid
