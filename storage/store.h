@@ -4,6 +4,8 @@
 // query` / `kvgrid report` open it read-only. Every method is thread-safe (one connection guarded
 // by a mutex); writes use BEGIN IMMEDIATE with a busy timeout and retries, so callers never see
 // "database is locked". Times are integer unix milliseconds. No torch, no gRPC here.
+// Durability: WAL with synchronous=NORMAL — commits survive a killed coordinator; an OS crash
+// may roll back the last commits (a run is then executed again, never recorded twice).
 //
 // ---------------------------------------------------------------------------------------------
 // Schema (version 1). Users query it with sqlite3, pandas or DuckDB; names and units are plain.

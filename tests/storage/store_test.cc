@@ -1,6 +1,8 @@
 #include "storage/store.h"
 
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -589,6 +591,69 @@ TEST_F(StoreTest, SurvivesReopenMidGrid) {
   EXPECT_TRUE(store->ExtendLease(lease, 500, 1000, 0.5, "x").ok());
   auto l = store->GetRun(run_id);
   EXPECT_EQ(l->status, "running");
+}
+
+TEST_F(StoreTest, Kill9OfTheWriterLosesNothingCommitted) {
+  constexpr int kRuns = 400;
+  {
+    auto store = OpenRw();
+    ASSERT_TRUE(store->SubmitExperiment("exp", "y", Specs(kRuns), 3, false, 0).ok());
+  }
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The "coordinator": claims and completes as fast as it can until it is killed.
+    auto s = Store::Open(path_, OpenMode::kReadWrite);
+    if (!s.ok()) _exit(3);
+    for (int i = 0;; ++i) {
+      auto l = (*s)->ClaimNextRun("w", "cpu", 1000, 10);
+      if (!l.ok()) _exit(4);
+      if (!l->has_value()) _exit(0);
+      if (i % 3 == 0) continue;  // leave some runs running (their worker "dies" too)
+      auto c = (*s)->CompleteRun((*l)->run_id, (*l)->attempt, (*l)->lease_id, Result(i), "w", 20);
+      if (!c.ok()) _exit(5);
+    }
+  }
+  // Kill it mid-grid, once some work is committed.
+  {
+    auto ro = Store::Open(path_, OpenMode::kReadOnly);
+    ASSERT_TRUE(ro.ok()) << ro.status();
+    for (int i = 0; i < 20000; ++i) {
+      auto q = (*ro)->ExecuteReadOnlyQuery("SELECT COUNT(*) FROM runs WHERE status = 'done'");
+      ASSERT_TRUE(q.ok()) << q.status();
+      if (std::stoi(q->rows[0][0].text) >= 50) break;
+      usleep(1000);
+    }
+  }
+  kill(child, SIGKILL);
+  int wstatus = 0;
+  waitpid(child, &wstatus, 0);
+  // Restart: consistent state, every run finishes, each result recorded exactly once.
+  auto store = OpenRw();
+  ASSERT_NE(store, nullptr);
+  auto check = store->ExecuteReadOnlyQuery(R"sql(
+    SELECT (SELECT COUNT(*) FROM runs WHERE status = 'done'),
+           (SELECT COUNT(*) FROM result_records),
+           (SELECT COUNT(*) FROM runs r WHERE r.status = 'done' AND NOT EXISTS
+              (SELECT 1 FROM results x WHERE x.run_id = r.id AND x.attempt = r.result_attempt)),
+           (SELECT COUNT(*) FROM runs WHERE status = 'running' AND lease_id IS NULL))sql");
+  ASSERT_TRUE(check.ok()) << check.status();
+  EXPECT_EQ(check->rows[0][0].text, check->rows[0][1].text);
+  EXPECT_EQ(check->rows[0][2].text, "0");
+  EXPECT_EQ(check->rows[0][3].text, "0");
+  ASSERT_TRUE(store->ExpireLeases(5000).ok());
+  while (true) {
+    auto l = store->ClaimNextRun("w2", "cpu", 1000, 6000);
+    ASSERT_TRUE(l.ok()) << l.status();
+    if (!l->has_value()) break;
+    ASSERT_TRUE(store->CompleteRun((*l)->run_id, (*l)->attempt, (*l)->lease_id, Result(1), "w2",
+                                   6001)->accepted);
+  }
+  auto p = store->Progress("exp");
+  EXPECT_EQ(p->done, kRuns);
+  EXPECT_EQ(p->status, "done");
+  auto records = store->ExecuteReadOnlyQuery("SELECT COUNT(*) FROM result_records");
+  EXPECT_EQ(records->rows[0][0].text, std::to_string(kRuns));
 }
 
 }  // namespace
