@@ -304,3 +304,24 @@ TEST(GridFuzzCorpus, ReplaysWithoutCrashing) {
 
 }  // namespace
 }  // namespace kvgrid
+
+namespace kvgrid {
+namespace {
+
+// The format example in experiments/README.md is a valid grid.
+TEST(GridDocs, ReadmeExampleParses) {
+  std::ifstream in(std::string(KVGRID_SOURCE_DIR) + "/experiments/README.md");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t begin = text.find("```yaml\n");
+  ASSERT_NE(begin, std::string::npos);
+  begin += 8;
+  size_t end = text.find("```", begin);
+  auto g = ParseGridYaml(text.substr(begin, end - begin), "experiments/README.md");
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->name, "my-grid");
+  // policies 1+2+2=5; datasets 1+2+1=4; workloads 3+2=5.
+  EXPECT_EQ(g->runs.size(), 5u * 4u * 5u);
+}
+
+}  // namespace
+}  // namespace kvgrid
