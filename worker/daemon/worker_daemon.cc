@@ -193,6 +193,7 @@ absl::Status WorkerDaemon::Register() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     registered_ = true;
+    ++register_generation_;
     if (resp.heartbeat_interval_ms() > 0) heartbeat_ms_ = resp.heartbeat_interval_ms();
     if (resp.max_wait_ms() > 0) max_wait_ms_ = resp.max_wait_ms();
   }
@@ -573,7 +574,11 @@ void WorkerDaemon::HeartbeatLoop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       interval = heartbeat_ms_;
-      cv_.wait_for(lock, std::chrono::milliseconds(interval), [&] { return quit_heartbeat_; });
+      // Wakes early on quit and on (re-)registration, which may change the interval.
+      const int64_t seen_generation = register_generation_;
+      cv_.wait_for(lock, std::chrono::milliseconds(interval), [&] {
+        return quit_heartbeat_ || register_generation_ != seen_generation;
+      });
       if (quit_heartbeat_) return;
       if (!registered_) continue;
       req.set_worker_id(worker_id_);

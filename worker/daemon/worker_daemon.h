@@ -126,6 +126,7 @@ class WorkerDaemon {
   bool quit_heartbeat_ = false;
   int64_t drain_started_ms_ = 0;
   bool registered_ = false;
+  int64_t register_generation_ = 0;  // bumped by each successful registration
   int64_t heartbeat_ms_ = 5000;
   int64_t max_wait_ms_ = 10000;
   std::optional<CurrentLease> current_;
