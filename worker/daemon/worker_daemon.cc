@@ -471,7 +471,7 @@ void WorkerDaemon::ReportResult(const v1::Lease& lease, const std::string& run_k
         stats_.complete_rpc_ms += MsSince(t0);
         ++(resp.accepted() ? stats_.accepted : stats_.rejected);
       }
-      if (!resp.accepted() || resp.reason() != "recorded" || tries > 1) {
+      {
         Log(absl::StrCat("run ", run_key, " result ", resp.accepted() ? "accepted" : "rejected",
                          ": ", resp.reason(),
                          tries > 1 ? absl::StrCat(" (after ", tries, " tries)") : ""));
