@@ -454,7 +454,8 @@ absl::StatusOr<DownloadResult> HttpDownloadToFile(const std::string& url, const 
                                                        t.local_error));
     }
     if (!flushed) {
-      return absl::DataLossError(absl::StrCat("cannot flush ", partial, ": ", std::strerror(errno)));
+      return absl::DataLossError(
+          absl::StrCat("cannot flush ", partial, ": ", std::strerror(errno)));
     }
     if (t.restart_from_zero) {
       ::unlink(partial.c_str());

@@ -294,6 +294,9 @@ class RepoCache {
           hint = options_.token.empty()
                      ? " (the repository may be private or gated: set HF_TOKEN)"
                      : " (check that HF_TOKEN grants access to this repository)";
+        } else if (absl::StrContains(m.status().message(), "RepoNotFound") &&
+                   options_.token.empty()) {
+          hint = " (if the repository is private or gated, set HF_TOKEN)";
         }
         return absl::Status(m.status().code(),
                             absl::StrCat(file, " of ", repo_id_, " at revision '", revision,

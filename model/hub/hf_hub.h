@@ -28,7 +28,8 @@ namespace kvgrid {
 
 struct HubOptions {
   std::string endpoint = "https://huggingface.co";  // $HF_ENDPOINT
-  std::string cache_dir;  // hub cache root: $HF_HUB_CACHE, else $HF_HOME/hub (~/.cache/huggingface/hub)
+  // Hub cache root: $HF_HUB_CACHE, else $HF_HOME/hub (~/.cache/huggingface/hub).
+  std::string cache_dir;
   bool offline = false;   // $HF_HUB_OFFLINE in {1, true, yes, on}
   std::string token;      // $HF_TOKEN (or the token file in $HF_HOME); sent as a bearer token
   std::vector<std::string> required_files = {"config.json", "model.safetensors", "tokenizer.json"};

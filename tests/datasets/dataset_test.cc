@@ -25,7 +25,8 @@ std::string Fixture(const std::string& rel) { return std::string(KVGRID_FIXTURES
 
 // The fake server's pg19 book with newlines normalised (see fake_hub.py).
 std::string BookText() {
-  std::string s = "The Project Gutenberg EBook of Reminiscences of Pioneer Days (kvgrid test copy)\n\n";
+  std::string s =
+      "The Project Gutenberg EBook of Reminiscences of Pioneer Days (kvgrid test copy)\n\n";
   for (int i = 0; i < 400; ++i) {
     s += "Line " + std::to_string(i) +
          ": In the early days of St. Paul the river was the only road.\n";
@@ -195,7 +196,8 @@ TEST_F(DatasetTest, Pg19UnknownSampleIsNotFoundWithHint) {
   ASSERT_FALSE(text.ok());
   EXPECT_EQ(text.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(text.status().message(), HasSubstr("pg19 test book 424242"));
-  EXPECT_THAT(text.status().message(), HasSubstr("not found: " + hub_->endpoint() + "/pg19/test/424242.txt"));
+  EXPECT_THAT(text.status().message(),
+              HasSubstr("not found: " + hub_->endpoint() + "/pg19/test/424242.txt"));
   EXPECT_THAT(text.status().message(), HasSubstr("test_files.txt"));
   EXPECT_THAT(text.status().message(), HasSubstr("10146"));
   EXPECT_FALSE(fs::exists(tmp_.path() + "/datasets/pg19/test/424242.txt"));

@@ -52,7 +52,9 @@ class HubTest : public ::testing::Test {
     o.warn_on_fallback = false;
     return o;
   }
-  std::string RepoRoot() const { return tmp_.path() + "/hub/models--EleutherAI--pythia-70m-deduped"; }
+  std::string RepoRoot() const {
+    return tmp_.path() + "/hub/models--EleutherAI--pythia-70m-deduped";
+  }
 
   static FakeHub* hub_;
   TempDir tmp_;
@@ -343,7 +345,9 @@ TEST_F(HubTest, PartialBlobFromEarlierRunIsResumed) {
   EXPECT_EQ(ReadAll(snap->dir + "/model.safetensors"), model);
   int ranged = 0;
   for (const auto& e : hub_->Log()) {
-    if (e.value("path", "").rfind("/_lfs/", 0) == 0) ranged += e.value("range", "") == "bytes=1000-";
+    if (e.value("path", "").rfind("/_lfs/", 0) == 0) {
+      ranged += e.value("range", "") == "bytes=1000-";
+    }
   }
   EXPECT_EQ(ranged, 1);
 }

@@ -37,7 +37,8 @@ struct DatasetRequest {
   int64_t sample = 0;      // pg19 book id (Gutenberg id); 0 = 10146. Ignored for wikitext.
   std::string path;        // local file instead of the download
   std::string cache_dir;   // "" = DefaultDatasetCacheDir()
-  bool offline = false;    // also on when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / KVGRID_OFFLINE is set
+  // Cache only. Also on when HF_HUB_OFFLINE, HF_DATASETS_OFFLINE or KVGRID_OFFLINE is set.
+  bool offline = false;
   HttpOptions http;        // timeouts and retries
 };
 

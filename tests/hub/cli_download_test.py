@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""End-to-end test of `kvgrid download` against tests/hub/fake_hub.py (loopback only, bounded).
+
+usage: cli_download_test.py KVGRID_BINARY FIXTURES_DIR
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = "EleutherAI/pythia-70m-deduped"
+
+
+def main():
+    kvgrid, fixtures = sys.argv[1], sys.argv[2]
+    with tempfile.TemporaryDirectory(prefix="kvgrid-cli-") as tmp:
+        port_file = os.path.join(tmp, "port")
+        server = subprocess.Popen([
+            sys.executable, os.path.join(HERE, "fake_hub.py"), "--port-file", port_file,
+            "--model-dir", os.path.join(fixtures, "models/tiny-neox-pythia-like"),
+            "--tokenizer", os.path.join(fixtures, "tokenizer/gpt-neox-20b-tokenizer.json"),
+            "--wikitext-text", os.path.join(fixtures, "text/wikitext-2-raw-v1-test.txt"),
+            "--lifetime", "100"])
+        try:
+            deadline = time.monotonic() + 15
+            while not os.path.exists(port_file):
+                assert time.monotonic() < deadline, "fake hub did not start"
+                assert server.poll() is None, "fake hub exited"
+                time.sleep(0.05)
+            with open(port_file) as f:
+                endpoint = "http://127.0.0.1:" + f.read().strip()
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("HF_", "KVGRID_", "HUGGING"))}
+            env.update(HF_ENDPOINT=endpoint, HF_HOME=os.path.join(tmp, "hf"),
+                       KVGRID_CACHE=os.path.join(tmp, "kv"),
+                       KVGRID_WIKITEXT_URL=endpoint + "/wikitext-2-raw-v1.zip",
+                       KVGRID_PG19_URL_BASE=endpoint + "/pg19")
+
+            def run(*args, extra_env=None, expect_rc=0):
+                e = dict(env, **(extra_env or {}))
+                p = subprocess.run([kvgrid, "download", *args], env=e, capture_output=True,
+                                   text=True, timeout=60)
+                assert p.returncode == expect_rc, (args, p.returncode, p.stdout, p.stderr)
+                return p.stdout.strip(), p.stderr
+
+            snapshots = os.path.join(tmp, "hf", "hub", "models--EleutherAI--pythia-70m-deduped",
+                                     "snapshots")
+            out, _ = run(REPO)
+            assert out.startswith(snapshots + os.sep), out
+            for name in ("config.json", "model.safetensors", "tokenizer.json"):
+                assert os.path.islink(os.path.join(out, name)), name
+            out_json, _ = run(REPO, "--revision", "step143000", "--json")
+            j = json.loads(out_json)
+            assert j["revision"] == "step143000" and j["downloaded"] == [], j
+            assert j["path"] == os.path.join(snapshots, j["commit"]), j
+            off, _ = run(REPO, extra_env={"HF_HUB_OFFLINE": "1"})
+            assert off == out, (off, out)
+            _, err = run("EleutherAI/missing-model", expect_rc=1)
+            assert "not found" in err, err
+            _, err = run(REPO, "--revision", "nope", "--offline", expect_rc=1)
+            assert "offline" in err and "config.json" in err, err
+            run(expect_rc=2)  # neither a model nor --dataset
+
+            wiki, _ = run("--dataset", "wikitext-2-raw-v1")
+            with open(wiki, "rb") as a, open(
+                    os.path.join(fixtures, "text/wikitext-2-raw-v1-test.txt"), "rb") as b:
+                assert a.read() == b.read(), "wikitext text differs from the fixture"
+            book = json.loads(run("--dataset", "pg19", "--json")[0])
+            assert book["sample"] == 10146 and book["path"].endswith("pg19/test/10146.txt"), book
+            _, err = run("--dataset", "pg19", "--sample", "7", expect_rc=1)
+            assert "test_files.txt" in err, err
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    print("cli_download_test: ok")
+
+
+if __name__ == "__main__":
+    main()
