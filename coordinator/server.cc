@@ -1,8 +1,13 @@
 #include "coordinator/server.h"
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <sys/file.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -35,6 +40,27 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->options_ = std::move(options);
   const CoordinatorOptions& opt = server->options_;
+  // One coordinator per database: an exclusive lock on DB.lock, held for the server's life
+  // (released by the kernel even after kill -9).
+  const std::string lock_path = opt.db_path + ".lock";
+  server->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (server->lock_fd_ < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(lock_path, ": cannot open the coordinator lock: ", std::strerror(errno)));
+  }
+  if (::flock(server->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    ssize_t n = ::pread(server->lock_fd_, buf, sizeof(buf) - 1, 0);
+    std::string holder = n > 0 ? std::string(buf, n) : "?";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    return absl::FailedPreconditionError(absl::StrCat(
+        opt.db_path, " is already served by another coordinator (pid ", holder,
+        "); only one process may open the database"));
+  }
+  if (::ftruncate(server->lock_fd_, 0) == 0) {
+    std::string pid = absl::StrCat(::getpid(), "\n");
+    (void)::pwrite(server->lock_fd_, pid.data(), pid.size(), 0);
+  }
   auto store = Store::Open(opt.db_path, OpenMode::kReadWrite);
   if (!store.ok()) return store.status();
   server->store_ = std::move(*store);
@@ -139,6 +165,11 @@ void CoordinatorServer::Shutdown(int64_t grace_ms) {
   if (expiry_thread_.joinable()) expiry_thread_.join();
   server_.reset();
   store_.reset();
+  if (lock_fd_ >= 0) {
+    ::flock(lock_fd_, LOCK_UN);
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+  }
   Log("stopped");
 }
 

@@ -38,7 +38,8 @@ struct CoordinatorOptions {
 
 class CoordinatorServer {
  public:
-  // Opens the store, starts listening and the expiry thread.
+  // Takes the database's coordinator lock (DB.lock; FailedPrecondition if another coordinator
+  // holds it), opens the store, starts listening and the expiry thread.
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(CoordinatorOptions options);
   ~CoordinatorServer();  // Shutdown()
 
@@ -61,6 +62,7 @@ class CoordinatorServer {
   std::unique_ptr<CoordinatorService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  int lock_fd_ = -1;  // exclusive flock on DB.lock
   std::thread expiry_thread_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -458,6 +458,21 @@ TEST_F(CoordinatorServiceTest, ResultsJsonCarriesTheDocumentedFields) {
   EXPECT_FALSE(FormatResults(*results, "xml").ok());
 }
 
+TEST_F(CoordinatorServiceTest, OnlyOneCoordinatorMayOpenADatabase) {
+  Start();
+  CoordinatorOptions opt;
+  opt.db_path = dir_ + "/db.sqlite";
+  opt.listen = "127.0.0.1:0";
+  opt.token = token_;
+  auto second = CoordinatorServer::Start(opt);
+  ASSERT_FALSE(second.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "already served")) << second.status();
+  server_->Shutdown();
+  auto third = CoordinatorServer::Start(opt);
+  EXPECT_TRUE(third.ok()) << third.status();
+}
+
 TEST(RpcCommonTest, TokenFilesAndBearerChecks) {
   char tmpl[] = "/tmp/kvgrid-token-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);

@@ -1,0 +1,62 @@
+// MakePolicy: policy name -> factory (one line per policy). The spec is re-validated against the
+// schema in model/policy_spec.cc, so hand-built specs get the same errors and defaults as parsed ones.
+#include <map>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "model/engine/kv_policy.h"
+#include "model/policies/policies.h"
+
+namespace kvgrid {
+namespace {
+
+using Factory = std::unique_ptr<KvPolicy> (*)(const PolicySpec&);
+
+const std::map<std::string, Factory>& Factories() {
+  static const auto* factories = new std::map<std::string, Factory>{
+      {"full", &policies::NewFullPolicy},
+      {"window", &policies::NewWindowPolicy},
+      {"streaming_llm", &policies::NewStreamingLlmPolicy},
+      {"h2o", &policies::NewH2oPolicy},
+      {"snapkv", &policies::NewSnapKvPolicy},
+      {"pyramidkv", &policies::NewPyramidKvPolicy},
+      {"knorm", &policies::NewKnormPolicy},
+      {"tova", &policies::NewTovaPolicy},
+      {"random", &policies::NewRandomPolicy},
+      {"observed_attention", &policies::NewObservedAttentionPolicy},
+      {"keydiff", &policies::NewKeyDiffPolicy},
+  };
+  return *factories;
+}
+
+// Full-precision text of a value, for re-validation (PolicySpec::ToString rounds reals).
+std::string RawValue(const PolicyValue& v) {
+  struct Visitor {
+    std::string operator()(int64_t x) const { return absl::StrCat(x); }
+    std::string operator()(double x) const { return absl::StrFormat("%.17g", x); }
+    std::string operator()(const std::string& x) const { return x; }
+    std::string operator()(const std::vector<int64_t>& x) const {
+      return absl::StrCat("[", absl::StrJoin(x, ","), "]");
+    }
+  };
+  return std::visit(Visitor{}, v);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvPolicy>> MakePolicy(const PolicySpec& spec) {
+  std::map<std::string, std::string> raw;
+  for (const auto& [key, value] : spec.params) raw[key] = RawValue(value);
+  ASSIGN_OR_RETURN(PolicySpec valid, MakePolicySpec(spec.name, raw));
+  auto it = Factories().find(valid.name);
+  if (it == Factories().end()) {
+    return absl::UnimplementedError(
+        absl::StrCat("policy '", valid.name, "' has a schema but no implementation"));
+  }
+  return it->second(valid);
+}
+
+}  // namespace kvgrid
