@@ -1,12 +1,17 @@
 #include "model/engine/gpt_neox.h"
 
 #include <chrono>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "model/engine/cpu_gemv.h"
 
 namespace kvgrid {
 namespace {
@@ -33,6 +38,18 @@ torch::Tensor MappedTensor(const std::shared_ptr<SafetensorsFile>& file, const S
   auto keep_alive = file;
   return torch::from_blob(ptr, info.shape, [keep_alive](void*) {},
                           torch::TensorOptions().dtype(ToTorch(info.dtype)));
+}
+
+// Dot product in 8 independent lanes (vectorisable without -ffast-math).
+inline float Dot(const float* a, const float* b, int64_t n) {
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) lanes[l] += a[i + l] * b[i + l];
+  }
+  float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
 }
 
 double NowMs() {
@@ -91,6 +108,7 @@ GptNeoxModel::GptNeoxModel(ModelConfig config, ModelWeights weights, torch::Scal
   int64_t r = config_.rotary_dims();
   inv_freq_ = 1.0 / torch::pow(torch::tensor(config_.rotary_base, torch::kFloat64).to(torch::kFloat32),
                                torch::arange(0, r, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(r));
+  inv_freq_host_.assign(inv_freq_.data_ptr<float>(), inv_freq_.data_ptr<float>() + inv_freq_.numel());
   inv_freq_ = inv_freq_.to(device_);
 }
 
@@ -179,6 +197,14 @@ KvCache GptNeoxModel::NewCache(int64_t batch, PositionMode mode) const {
 
 torch::Tensor GptNeoxModel::Linear(const torch::Tensor& x, const torch::Tensor& w,
                                    const torch::Tensor& b) const {
+  if (device_.is_cpu() && x.numel() == x.size(-1)) {
+    // One row (batch-1 decode, the last prompt row through the LM head): a matrix-vector product.
+    // torch::linear would call sgemm with m = 1, which packs (copies) the whole weight matrix on
+    // every call; gemv streams each weight once (cpu_gemv.h).
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = w.size(0);
+    return CpuGemv(w, x.reshape({-1}).to(compute_dtype_), b).view(shape);
+  }
   if (w.scalar_type() != compute_dtype_) {
     return torch::linear(x, w.to(compute_dtype_), b.defined() ? b.to(compute_dtype_) : b);
   }
@@ -203,18 +229,127 @@ torch::Tensor GptNeoxModel::Rotate(const torch::Tensor& x, const torch::Tensor& 
   return torch::cat({rotated, x.narrow(-1, r, x.size(-1) - r)}, -1);
 }
 
+torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv,
+                                               int64_t position, KvCache& cache,
+                                               torch::Tensor* probs, torch::Tensor* q_out) {
+  const int64_t H = config_.num_heads, d = config_.head_dim(), r = config_.rotary_dims();
+  float* p = qkv.data_ptr<float>();  // [H][q k v][d]
+  // Rotary on q and k of every head at `position` (NeoX half split: pairs i and i + r/2); the
+  // same float32 formula as Rotate(): angle = position * inv_freq.
+  for (int64_t i = 0; i < r / 2; ++i) {
+    const float angle = static_cast<float>(position) * inv_freq_host_[i];
+    const float c = std::cos(angle), s = std::sin(angle);
+    for (int64_t h = 0; h < H; ++h) {
+      for (float* x : {p + h * 3 * d, p + h * 3 * d + d}) {
+        const float x1 = x[i], x2 = x[i + r / 2];
+        x[i] = x1 * c - x2 * s;
+        x[i + r / 2] = x2 * c + x1 * s;
+      }
+    }
+  }
+  LayerCache& lc = cache.layer(layer);
+  cache.AppendOneCpu(layer, p + d, p + 2 * d, 3 * d, position);
+  const int64_t n = lc.length, cap = lc.capacity();
+  *probs = torch::empty({1, H, 1, n}, torch::kFloat32);
+  torch::Tensor out = torch::empty({1, 1, H * d}, torch::kFloat32);
+  const float* keys = lc.keys.data_ptr<float>();
+  const float* values = lc.values.data_ptr<float>();
+  float* pr = probs->data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const float* q = p + h * 3 * d;
+      const float* K = keys + h * cap * d;
+      const float* V = values + h * cap * d;
+      float* a = pr + h * n;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; ++j) {
+        a[j] = Dot(q, K + j * d, d) * scale;
+        mx = std::max(mx, a[j]);
+      }
+      float sum = 0;
+      for (int64_t j = 0; j < n; ++j) sum += (a[j] = std::exp(a[j] - mx));
+      const float inv = 1.0f / sum;
+      float* oh = o + h * d;
+      std::fill(oh, oh + d, 0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        a[j] *= inv;
+        const float* vj = V + j * d;
+        for (int64_t e = 0; e < d; ++e) oh[e] += a[j] * vj[e];
+      }
+    }
+  });
+  *q_out = qkv.view({1, 1, H, 3 * d}).permute({0, 2, 1, 3}).narrow(-1, 0, d);
+  return out;
+}
+
+void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache,
+                               KvPolicy* policy, ForwardStats* stats, const torch::Tensor& keys,
+                               const torch::Tensor& q, const torch::Tensor& probs) {
+  LayerCache& lc = cache.layer(layer);
+  const int64_t n = lc.length, B = cache.batch(), H = config_.num_heads, d = config_.head_dim();
+  double t0 = NowMs();
+  LayerView view;
+  view.layer = layer;
+  view.num_layers = config_.num_layers;
+  view.n = n;
+  view.new_tokens = req.ids.size(1);
+  view.tokens_seen = req.tokens_seen + req.ids.size(1);
+  view.prompt_length = req.prompt_length;
+  view.phase = req.phase;
+  view.keys = keys;
+  view.values = lc.V();
+  view.queries = q;
+  view.probs = probs;
+  view.positions = lc.Positions();
+  torch::Tensor keep = policy->SelectKeep(view);
+  if (keep.defined() && keep.size(2) < n) {
+    cache.Keep(layer, keep);
+    if (cache.mode() == PositionMode::kRerotate) {
+      // Re-rotate kept keys from their old slot to their new slot (RoPE composes).
+      const int64_t kept = keep.size(2);
+      auto new_slots = torch::arange(kept, torch::TensorOptions().dtype(torch::kInt64).device(device_))
+                           .view({1, 1, kept}).expand_as(keep);
+      auto delta = (new_slots - keep).reshape({B * H, kept});
+      auto k_live = lc.K().reshape({B * H, 1, kept, d});
+      auto rotated = Rotate(k_live, delta).reshape({B, H, kept, d});
+      lc.keys.narrow(2, 0, kept).copy_(rotated);
+    }
+  }
+  if (stats) stats->policy_ms += NowMs() - t0;
+}
+
 torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, const ForwardRequest& req,
-                                      KvCache& cache, KvPolicy* policy, ForwardStats* stats) {
+                                      bool padded, KvCache& cache, KvPolicy* policy,
+                                      ForwardStats* stats) {
   const LayerWeights& w = w_.layers[layer];
   const int64_t B = x.size(0), m = x.size(1), H = config_.num_heads, d = config_.head_dim();
+  LayerCache& lc = cache.layer(layer);
+  const int64_t before = lc.length;
+  lc.has_padding = lc.has_padding || padded;
+  if (device_.is_cpu() && B == 1 && m == 1 && compute_dtype_ == torch::kFloat32 &&
+      cache.mode() != PositionMode::kShifted && !lc.has_padding) {
+    auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
+    const int64_t position = cache.mode() == PositionMode::kOriginal
+                                 ? req.positions.to(torch::kCPU).data_ptr<int64_t>()[0]
+                                 : before;
+    torch::Tensor probs, q;
+    // The cache records the true text position even when keys are rotated at the slot.
+    auto out = DecodeAttentionCpu(layer, qkv, position, cache, &probs, &q);
+    if (cache.mode() == PositionMode::kRerotate) {
+      lc.positions.narrow(2, before, 1).copy_(req.positions.view({1, 1, 1}).expand({1, H, 1}));
+    }
+    if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, lc.length);
+    if (policy != nullptr && req.evict) ApplyPolicy(layer, req, cache, policy, stats, lc.K(), q, probs);
+    return Linear(out, w.dense_w, w.dense_b);
+  }
   // Fused QKV is interleaved per head: [head0: q k v, head1: q k v, ...].
   auto qkv = Linear(x, w.qkv_w, w.qkv_b).view({B, m, H, 3 * d}).permute({0, 2, 1, 3});
   auto q = qkv.narrow(-1, 0, d);
   auto k = qkv.narrow(-1, d, d);
   auto v = qkv.narrow(-1, 2 * d, d);
 
-  LayerCache& lc = cache.layer(layer);
-  const int64_t before = lc.length;
   auto valid = req.valid.defined() ? req.valid
                                    : torch::ones({B, m}, torch::TensorOptions().dtype(torch::kBool).device(device_));
   torch::Tensor keys;
@@ -246,7 +381,7 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   auto values = lc.V();
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   auto scores = torch::matmul(q, keys.transpose(-1, -2)) * scale;  // [B,H,m,n]
-  bool need_mask = m > 1 || !lc.Valid().all().item<bool>();
+  bool need_mask = m > 1 || lc.has_padding;
   if (need_mask) {
     auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device_);
     auto key_slot = torch::arange(n, opts).view({1, n});
@@ -260,37 +395,7 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   auto out = torch::matmul(probs.to(values.scalar_type()), values);  // [B,H,m,d]
   out = out.permute({0, 2, 1, 3}).reshape({B, m, H * d});
 
-  if (policy != nullptr && req.evict) {
-    double t0 = NowMs();
-    LayerView view;
-    view.layer = layer;
-    view.num_layers = config_.num_layers;
-    view.n = n;
-    view.new_tokens = m;
-    view.tokens_seen = req.tokens_seen + m;
-    view.prompt_length = req.prompt_length;
-    view.phase = req.phase;
-    view.keys = keys;
-    view.values = values;
-    view.queries = q;
-    view.probs = probs;
-    view.positions = lc.Positions();
-    torch::Tensor keep = policy->SelectKeep(view);
-    if (keep.defined() && keep.size(2) < n) {
-      cache.Keep(layer, keep);
-      if (cache.mode() == PositionMode::kRerotate) {
-        // Re-rotate kept keys from their old slot to their new slot (RoPE composes).
-        const int64_t kept = keep.size(2);
-        auto new_slots = torch::arange(kept, torch::TensorOptions().dtype(torch::kInt64).device(device_))
-                             .view({1, 1, kept}).expand_as(keep);
-        auto delta = (new_slots - keep).reshape({B * H, kept});
-        auto k_live = lc.K().reshape({B * H, 1, kept, d});
-        auto rotated = Rotate(k_live, delta).reshape({B, H, kept, d});
-        lc.keys.narrow(2, 0, kept).copy_(rotated);
-      }
-    }
-    if (stats) stats->policy_ms += NowMs() - t0;
-  }
+  if (policy != nullptr && req.evict) ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
   return Linear(out, w.dense_w, w.dense_b);
 }
 
@@ -320,6 +425,7 @@ absl::StatusOr<ForwardOutput> GptNeoxModel::Forward(const ForwardRequest& req, K
   try {
     torch::NoGradGuard no_grad;
     auto ids = req.ids.to(device_);
+    const bool padded = req.valid.defined() && !req.valid.all().item<bool>();
     auto x = torch::embedding(w_.embed, ids).to(compute_dtype_);
     if (capture_hidden) out.hidden.push_back(x);
     const int64_t h = config_.hidden_size;
@@ -327,7 +433,7 @@ absl::StatusOr<ForwardOutput> GptNeoxModel::Forward(const ForwardRequest& req, K
     for (int64_t l = 0; l < config_.num_layers; ++l) {
       const LayerWeights& w = w_.layers[l];
       auto ln1 = torch::layer_norm(x, {h}, to_c(w.ln1_w), to_c(w.ln1_b), config_.layer_norm_eps);
-      auto attn = Attention(l, ln1, req, cache, policy, stats);
+      auto attn = Attention(l, ln1, req, padded, cache, policy, stats);
       if (config_.parallel_residual) {
         auto ln2 = torch::layer_norm(x, {h}, to_c(w.ln2_w), to_c(w.ln2_b), config_.layer_norm_eps);
         x = Mlp(w, ln2) + attn + x;

@@ -81,7 +81,15 @@ class GptNeoxModel {
   GptNeoxModel(ModelConfig config, ModelWeights weights, torch::ScalarType dtype,
                torch::Device device, std::shared_ptr<SafetensorsFile> file);
   torch::Tensor Attention(int64_t layer, const torch::Tensor& x, const ForwardRequest& req,
-                          KvCache& cache, KvPolicy* policy, ForwardStats* stats);
+                          bool padded, KvCache& cache, KvPolicy* policy, ForwardStats* stats);
+  // Batch-1, one-token, float32 CPU decode step (original/rerotate modes, no padding): the
+  // generic path's math in one pass per head, without its ~30 small tensor ops per layer.
+  // Returns the attention output [1,1,H*d] and sets *probs [1,H,1,n].
+  torch::Tensor DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv, int64_t position,
+                                   KvCache& cache, torch::Tensor* probs, torch::Tensor* q_out);
+  void ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache, KvPolicy* policy,
+                   ForwardStats* stats, const torch::Tensor& keys, const torch::Tensor& q,
+                   const torch::Tensor& probs);
   torch::Tensor Mlp(const LayerWeights& w, const torch::Tensor& x) const;
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
   torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& positions) const;
@@ -92,6 +100,7 @@ class GptNeoxModel {
   torch::ScalarType compute_dtype_;
   torch::Device device_;
   torch::Tensor inv_freq_;  // [rotary_dims/2] float32
+  std::vector<float> inv_freq_host_;  // the same values, for the CPU decode path
   std::shared_ptr<SafetensorsFile> file_;  // keeps memory-mapped weights alive
 };
 

@@ -1,6 +1,7 @@
 #include "model/engine/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace kvgrid {
 
@@ -67,6 +68,23 @@ void KvCache::Append(int64_t layer, const torch::Tensor& k, const torch::Tensor&
   lc.positions.narrow(2, lc.length, m).copy_(positions.unsqueeze(1).expand({batch_, heads_, m}));
   lc.valid.narrow(1, lc.length, m).copy_(valid);
   lc.length += m;
+}
+
+void KvCache::AppendOneCpu(int64_t layer, const float* k, const float* v, int64_t stride,
+                           int64_t position) {
+  LayerCache& lc = layers_[layer];
+  Grow(lc, lc.length + 1);
+  const int64_t cap = lc.capacity(), slot = lc.length;
+  float* keys = lc.keys.data_ptr<float>();
+  float* values = lc.values.data_ptr<float>();
+  int64_t* positions = lc.positions.data_ptr<int64_t>();
+  for (int64_t h = 0; h < heads_; ++h) {
+    std::memcpy(keys + (h * cap + slot) * head_dim_, k + h * stride, head_dim_ * sizeof(float));
+    std::memcpy(values + (h * cap + slot) * head_dim_, v + h * stride, head_dim_ * sizeof(float));
+    positions[h * cap + slot] = position;
+  }
+  lc.valid.data_ptr<bool>()[slot] = true;
+  lc.length += 1;
 }
 
 void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {

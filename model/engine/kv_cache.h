@@ -28,6 +28,7 @@ struct LayerCache {
   torch::Tensor positions;  // [B, H, capacity] int64, true text positions
   torch::Tensor valid;      // [B, capacity] bool: false for left-padding slots
   int64_t length = 0;
+  bool has_padding = false;  // some slot is invalid (left-padded batch)
 
   int64_t capacity() const { return keys.defined() ? keys.size(2) : 0; }
   torch::Tensor K() const { return keys.narrow(2, 0, length); }
@@ -46,6 +47,10 @@ class KvCache {
   // Appends m new entries to `layer`: k, v [B,H,m,d], positions [B,m] int64, valid [B,m] bool.
   void Append(int64_t layer, const torch::Tensor& k, const torch::Tensor& v,
               const torch::Tensor& positions, const torch::Tensor& valid);
+  // Batch-1 float32 CPU append of one token: k and v point at H head vectors of d floats, `stride`
+  // floats apart (the fused QKV row). Same effect as Append() without building tensors.
+  void AppendOneCpu(int64_t layer, const float* k, const float* v, int64_t stride,
+                    int64_t position);
   // Keeps the slots `keep` ([B,H,k] int64, ascending per head) and compacts them to [0,k).
   // Storage is shrunk when the cache is much smaller than its capacity, so memory is freed.
   void Keep(int64_t layer, const torch::Tensor& keep);

@@ -1,0 +1,183 @@
+// engine_bench: the engine's speed on this CPU, as a table (a program, not a test).
+//
+//   build/bench/engine_bench --model DIR [--threads 2] [--repeats 5] [--warmup 2]
+//
+// DIR is any Pythia-shaped checkpoint; for speed work a random one is as good as the real one:
+//   build/kvgrid init-random-model --preset pythia-70m --out /tmp/pythia-70m-random
+// For float32, float16 and bfloat16 weights it measures, through the same code as `kvgrid bench`
+// (worker/workloads/generation_timing): TTFT for 512- and 2048-token prompts, TPOT over 128 new
+// tokens from an empty cache (1-token prompt) and after a 512-token prompt; median, p10-p90 and
+// N. It also measures this machine's memory read bandwidth and the time of one LM-head
+// matrix-vector product, and prints the floor "weights read per token / bandwidth" next to TPOT.
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "model/engine/cpu_gemv.h"
+#include "model/engine/gpt_neox.h"
+#include "model/policy_spec.h"
+#include "worker/workloads/generation_timing.h"
+
+namespace kvgrid {
+namespace {
+
+double NowMs() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Summary {
+  double median = 0, p10 = 0, p90 = 0;
+  size_t n = 0;
+};
+
+Summary Summarise(std::vector<double> v) {
+  Summary s;
+  s.n = v.size();
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  auto at = [&](double q) { return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)]; };
+  s.median = Median(v);
+  s.p10 = at(0.1);
+  s.p90 = at(0.9);
+  return s;
+}
+
+// Sum of p[0..n) with AVX2 (4 chains of 8 floats) when the CPU has it: fast enough to be bound
+// by memory, not by the adds.
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) float SumAvx2(const float* p, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  float s = 0;
+  for (float x : lanes) s += x;
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+#endif
+
+float Sum(const float* p, int64_t n) {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) return SumAvx2(p, n);
+#endif
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += p[i];
+  return s;
+}
+
+// Read bandwidth in GB/s: sum a 512 MiB float buffer with the intra-op pool, best of 5.
+double MeasureBandwidth() {
+  const int64_t n = 128LL * 1024 * 1024;
+  torch::Tensor buf = torch::ones({n}, torch::kFloat32);
+  const float* p = buf.data_ptr<float>();
+  double best = 1e30;
+  volatile float sink = 0;
+  for (int r = 0; r < 5; ++r) {
+    std::vector<float> partial(at::get_num_threads(), 0.f);
+    const double t0 = NowMs();
+    at::parallel_for(0, n, n / at::get_num_threads(), [&](int64_t b, int64_t e) {
+      partial[at::get_thread_num()] += Sum(p + b, e - b);
+    });
+    best = std::min(best, NowMs() - t0);
+    for (float x : partial) sink = sink + x;
+  }
+  return static_cast<double>(n) * 4 / (best / 1e3) / 1e9;
+}
+
+int Main(int argc, char** argv) {
+  std::string model_dir;
+  int threads = 2, repeats = 5, warmup = 2;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", a.c_str()); std::exit(2); }
+      return argv[++i];
+    };
+    if (a == "--model") model_dir = next();
+    else if (a == "--threads") threads = std::atoi(next().c_str());
+    else if (a == "--repeats") repeats = std::atoi(next().c_str());
+    else if (a == "--warmup") warmup = std::atoi(next().c_str());
+    else { std::fprintf(stderr, "usage: engine_bench --model DIR [--threads N] [--repeats N] [--warmup N]\n"); return 2; }
+  }
+  if (model_dir.empty()) { std::fprintf(stderr, "engine_bench: --model DIR is required\n"); return 2; }
+  at::set_num_threads(threads);
+  const double gbps = MeasureBandwidth();
+  std::printf("engine_bench: %s, %d threads, LibTorch %s, repeats %d after %d warm-up\n",
+              model_dir.c_str(), at::get_num_threads(), TORCH_VERSION, repeats, warmup);
+  std::printf("memory read bandwidth: %.1f GB/s (best of 5, 512 MiB, %d threads)\n\n", gbps, threads);
+
+  auto policy = ParsePolicySpec("full");
+  std::printf("| weights | case | metric | median | p10-p90 | N | floor (weights/bandwidth) |\n");
+  std::printf("| --- | --- | --- | ---: | ---: | ---: | ---: |\n");
+  for (const char* dtype_name : {"float32", "float16", "bfloat16"}) {
+    auto dtype = ParseDtype(dtype_name);
+    auto model = GptNeoxModel::Load(model_dir, *dtype, torch::Device(torch::kCPU));
+    if (!model.ok()) { std::fprintf(stderr, "engine_bench: %s\n", model.status().ToString().c_str()); return 1; }
+    const auto& c = (*model)->config();
+    // Weights read per decoded token: every layer matrix and the LM head (the embedding table is
+    // only indexed).
+    const int64_t h = c.hidden_size;
+    const int64_t per_token = (c.num_layers * (4 * h * h + 2 * h * c.intermediate_size) +
+                               c.vocab_size * h) * torch::elementSize(*dtype);
+    const double floor_ms = per_token / (gbps * 1e9) * 1e3;
+    // LM-head matrix-vector product alone.
+    {
+      torch::Tensor w = torch::randn({c.vocab_size, h}).to(*dtype);
+      torch::Tensor x = torch::randn({h});
+      std::vector<double> ms;
+      for (int r = 0; r < 20 + warmup; ++r) {
+        const double t0 = NowMs();
+        torch::Tensor y = CpuGemv(w, x, torch::Tensor());
+        if (r >= warmup) ms.push_back(NowMs() - t0);
+      }
+      Summary s = Summarise(ms);
+      const double bytes = static_cast<double>(w.numel()) * w.element_size();
+      std::printf("| %s | LM head gemv %lldx%lld (%.0f MB; %.1f GB/s) | ms | %.3f | %.3f-%.3f | %zu | %.3f |\n",
+                  dtype_name, static_cast<long long>(c.vocab_size), static_cast<long long>(h),
+                  bytes / 1e6, bytes / (s.median / 1e3) / 1e9, s.median, s.p10, s.p90, s.n,
+                  bytes / (gbps * 1e9) * 1e3);
+    }
+    struct Case { const char* name; int64_t prompt; int64_t new_tokens; const char* metric; };
+    const Case cases[] = {{"TTFT, 512-token prompt", 512, 2, "ttft_ms"},
+                          {"TTFT, 2048-token prompt", 2048, 2, "ttft_ms"},
+                          {"TPOT, 128 tokens from an empty cache", 1, 129, "tpot_ms"},
+                          {"TPOT, 128 tokens after a 512-token prompt", 512, 128, "tpot_ms"}};
+    for (const Case& cs : cases) {
+      std::vector<int64_t> prompt(cs.prompt);
+      for (int64_t i = 0; i < cs.prompt; ++i) prompt[i] = (i * 7919 + 13) % 50000;
+      GenerationTimingOptions o;
+      o.new_tokens = cs.new_tokens;
+      o.repeats = repeats;
+      o.warmup = warmup;
+      auto r = RunGenerationTiming(**model, prompt, *policy, o);
+      if (!r.ok()) { std::fprintf(stderr, "engine_bench: %s\n", r.status().ToString().c_str()); return 1; }
+      std::vector<double> samples;
+      for (const auto& s : r->samples) if (s.name == cs.metric) samples = s.values;
+      Summary s = Summarise(samples);
+      const bool tpot = std::string(cs.metric) == "tpot_ms";
+      std::printf("| %s | %s | ms | %.2f | %.2f-%.2f | %zu | %s |\n", dtype_name, cs.name, s.median,
+                  s.p10, s.p90, s.n, tpot ? std::to_string(floor_ms).substr(0, 5).c_str() : "");
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvgrid
+
+int main(int argc, char** argv) { return kvgrid::Main(argc, argv); }
