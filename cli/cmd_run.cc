@@ -11,7 +11,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <set>
+#include <utility>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -23,6 +26,7 @@
 #include "coordinator/grid/grid.h"
 #include "coordinator/results_format.h"
 #include "coordinator/server.h"
+#include "model/hub/hf_hub.h"
 #include "proto/rpc_common.h"
 #include "reports/report.h"
 #include "storage/store.h"
@@ -60,6 +64,33 @@ std::string DeviceForGrid(const Grid& grid) {
   return "cpu";
 }
 
+// Fetches (or finds in the Hugging Face cache) every Hub model the grid names, once, before
+// anything is stored: a machine that cannot reach the Hub learns it here, with the way out,
+// instead of from every run failing. Local directories and random:* models need nothing.
+absl::Status PrefetchModels(const Grid& grid) {
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const auto& spec : grid.runs) {
+    const std::string& id = spec.model.id;
+    if (absl::StartsWith(id, "random:") || std::filesystem::is_directory(id)) continue;
+    if (!seen.insert({id, spec.model.revision}).second) continue;
+    std::fprintf(stderr, "kvgrid run: resolving %s@%s (Hugging Face cache / $HF_ENDPOINT)\n",
+                 id.c_str(), spec.model.revision.c_str());
+    auto snapshot = ResolveModelSnapshot(id, spec.model.revision, HubOptions::FromEnv());
+    if (!snapshot.ok()) {
+      return absl::Status(
+          snapshot.status().code(),
+          absl::StrCat("model ", id, "@", spec.model.revision, " is not available: ",
+                       snapshot.status().message(),
+                       "\n  Without access to the Hugging Face Hub, run the offline demo instead "
+                       "(a random Pythia-70M-shaped model and the wikitext copy shipped in the "
+                       "repository; its PPL is meaningless, its costs are real):\n"
+                       "    kvgrid run experiments/offline-demo.yaml\n"
+                       "  or point the grid's model.id at a local checkpoint directory."));
+    }
+  }
+  return absl::OkStatus();
+}
+
 v1::ExperimentStatus ToStatus(const ProgressView& p) {
   v1::ExperimentStatus e;
   e.set_name(p.experiment);
@@ -80,6 +111,9 @@ int RunAllInOne(const RunFlags& f) {
   const std::string device = f.device.empty() ? DeviceForGrid(*grid) : f.device;
   const int n_workers = std::max(1, f.workers);
 
+  if (f.executor == "engine") {
+    if (absl::Status st = PrefetchModels(*grid); !st.ok()) return Fail(st);
+  }
   // Executors first: an engine that cannot be built should fail before anything is stored.
   std::vector<std::unique_ptr<RunExecutor>> executors;
   for (int i = 0; i < n_workers; ++i) {

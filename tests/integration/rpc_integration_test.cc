@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -23,6 +24,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -622,6 +625,22 @@ TEST_F(RpcIntegrationTest, RunCommandRunsAGridInOneProcess) {
   ASSERT_EQ(again.Wait(60), 0) << again.err();
   EXPECT_TRUE(absl::StrContains(again.err(), "6 reused")) << again.err();
   EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM result_records"), 6);
+}
+
+TEST_F(RpcIntegrationTest, RunWithoutTheHubNamesTheOfflineDemoAndStoresNothing) {
+  // The README's main command on a machine that cannot reach the Hub: the model is resolved
+  // before anything is stored, and the error says how to run offline.
+  ::setenv("HF_HUB_OFFLINE", "1", 1);
+  ::setenv("HF_HOME", Path("empty-hf-home").c_str(), 1);
+  Process p({kCli, "run", std::string(KVGRID_SOURCE_DIR) + "/experiments/quick.yaml", "--db", db_},
+            Path("run.out"), Path("run.err"));
+  const int rc = p.Wait(60);
+  ::unsetenv("HF_HUB_OFFLINE");
+  ::unsetenv("HF_HOME");
+  EXPECT_EQ(rc, 1) << p.err();
+  EXPECT_TRUE(absl::StrContains(p.err(), "EleutherAI/pythia-70m-deduped")) << p.err();
+  EXPECT_TRUE(absl::StrContains(p.err(), "kvgrid run experiments/offline-demo.yaml")) << p.err();
+  EXPECT_FALSE(std::filesystem::exists(db_)) << "nothing may be stored";
 }
 
 }  // namespace
