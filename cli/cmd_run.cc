@@ -107,6 +107,9 @@ v1::ExperimentStatus ToStatus(const ProgressView& p) {
 int RunAllInOne(const RunFlags& f) {
   auto grid = ParseGridFile(f.grid);
   if (!grid.ok()) return Fail(grid.status());
+  for (const auto& note : grid->skipped) {
+    std::fprintf(stderr, "kvgrid run: note: %s\n", note.c_str());
+  }
   const std::string db = f.db.empty() ? DefaultDbPath() : f.db;
   const std::string device = f.device.empty() ? DeviceForGrid(*grid) : f.device;
   const int n_workers = std::max(1, f.workers);

@@ -84,11 +84,16 @@ int RunSubmit(const SubmitFlags& f) {
   if (!client.ok()) return Fail(client.status());
   auto resp = (*client)->Submit(*text, f.grid, f.force);
   if (!resp.ok()) return Fail(resp.status());
+  for (const auto& note : resp->skipped()) {
+    std::fprintf(stderr, "kvgrid submit: note: %s\n", note.c_str());
+  }
   if (f.json) {
     nlohmann::json j = {{"experiment", resp->experiment()}, {"created", resp->created()},
                         {"total", resp->total()},           {"planned", resp->planned()},
                         {"reused_done", resp->reused_done()}, {"requeued", resp->requeued()},
-                        {"removed", resp->removed()}};
+                        {"removed", resp->removed()},
+                        {"skipped", std::vector<std::string>(resp->skipped().begin(),
+                                                             resp->skipped().end())}};
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("experiment %s %s: %d runs (%d planned, %d finished runs reused, %d requeued%s)\n",

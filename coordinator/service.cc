@@ -129,6 +129,7 @@ grpc::Status CoordinatorService::Submit(ServerContext* ctx, const v1::SubmitRequ
   resp->set_reused_done(outcome->reused_done);
   resp->set_requeued(outcome->requeued);
   resp->set_removed(outcome->removed);
+  for (const auto& note : grid->skipped) resp->add_skipped(note);
   Log(absl::StrCat("experiment ", grid->name, (outcome->created ? " submitted" : " resubmitted"),
                    ": ", outcome->total, " runs (", outcome->planned, " planned, ",
                    outcome->reused_done, " reused, ", outcome->requeued, " requeued",

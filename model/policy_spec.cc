@@ -350,4 +350,13 @@ absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text) {
   return MakePolicySpec(name, raw);
 }
 
+bool CompressesOnlyAtPrefill(const PolicySpec& spec) {
+  const PolicySchema* schema = FindPolicySchema(spec.name);
+  if (schema == nullptr) return false;
+  for (const auto& p : schema->params) {
+    if (p.key == "interval") return spec.Int("interval", 0) <= 0;
+  }
+  return false;
+}
+
 }  // namespace kvgrid

@@ -56,6 +56,11 @@ struct PolicySchema {
 const std::vector<PolicySchema>& AllPolicySchemas();
 const PolicySchema* FindPolicySchema(std::string_view name);
 
+// True for the kvpress-style scorers (they have an `interval` parameter) when `interval` is 0:
+// they compress once at prefill and never while decoding, so a token-by-token (streaming)
+// protocol needs their decoding variant, interval=N.
+bool CompressesOnlyAtPrefill(const PolicySpec& spec);
+
 // Parses and validates "name:key=value,...". Errors name the policy, the key and the rule.
 absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text);
 

@@ -14,7 +14,7 @@ PKGS=(
   libpcre2-dev libutf8proc-dev
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
-  python3 clang
+  python3 clang libclang-rt-14-dev
   libexpat1-dev
 )
 missing=()

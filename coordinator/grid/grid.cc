@@ -335,6 +335,24 @@ absl::Status GridParser::ParseDatasets(const Entry& e, std::vector<DatasetRef>* 
   return absl::OkStatus();
 }
 
+// Grid points that the workloads would refuse: skipped at expansion (with the reason) rather
+// than stored as runs that can only fail.
+std::string WhyItCannotRun(const RunSpec& s) {
+  if (s.workload != "perplexity") return "";
+  if (s.perplexity.protocol == "sliding" && s.policy != "full") {
+    return "the sliding protocol keeps no cache across windows, so it runs only with policy full "
+           "(it is the full-cache reference); policies are measured with streaming and prefill";
+  }
+  if (s.perplexity.protocol == "streaming") {
+    auto spec = ParsePolicySpec(s.policy);
+    if (spec.ok() && CompressesOnlyAtPrefill(*spec)) {
+      return absl::StrCat("policy ", spec->name, " compresses only at prefill; the streaming "
+                          "protocol needs its decoding variant (add interval: N to the policy)");
+    }
+  }
+  return "";
+}
+
 // Expands `workloads:` into partial specs carrying workload + perplexity/generation/noop params.
 absl::Status GridParser::ParseWorkloads(const Entry& e, std::vector<RunSpec>* variants) const {
   ASSIGN_OR_RETURN(auto w, Mapping(e.value, MarkOf(e), "workloads",
@@ -684,6 +702,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
                  "split it into several experiments");
   }
   std::unordered_set<std::string> seen;
+  std::map<std::string, int64_t> skipped;  // reason -> count
   for (const auto& policy : policies)
     for (const auto& dataset : datasets)
       for (const auto& w : workloads)
@@ -698,11 +717,22 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
             s.noop_ms = w.noop_ms;
             s.position_mode = mode;
             s.seed = seed;
+            if (std::string why = WhyItCannotRun(s); !why.empty()) {
+              ++skipped[why];
+              continue;
+            }
             std::string key = RunKey(s);
             if (!seen.insert(key).second) continue;
             grid.runs.push_back(std::move(s));
             grid.run_keys.push_back(std::move(key));
           }
+  for (const auto& [why, n] : skipped) {
+    grid.skipped.push_back(absl::StrCat(n, " point(s) left out: ", why));
+  }
+  if (grid.runs.empty()) {
+    return Error(MarkOf(*g), "no point of the grid can run",
+                 grid.skipped.empty() ? "add a policy" : grid.skipped.front());
+  }
   return grid;
 }
 

@@ -45,6 +45,10 @@ struct Grid {
   int max_attempts = 3;
   std::vector<RunSpec> runs;  // expanded, de-duplicated, in a stable order
   std::vector<std::string> run_keys;  // RunKey(runs[i])
+  // Points of the cartesian product that were left out because they cannot run, with the
+  // reason (e.g. the sliding protocol keeps no cache, so only `full` runs it). Shown by
+  // `kvgrid run` / `kvgrid submit`.
+  std::vector<std::string> skipped;
 };
 
 // Parses `text` (named `filename` in error messages). InvalidArgument with file:line:column.

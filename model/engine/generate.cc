@@ -61,7 +61,11 @@ absl::StatusOr<GenerationOutput> Generate(GptNeoxModel& model,
   GenerationOutput out;
   out.new_ids.assign(B, {});
   KvCache cache = model.NewCache(B, mode);
-  cache.Reserve(T + params.max_new_tokens);
+  // The full cache knows its final length: allocate it once. A compressing policy's cache is
+  // sized for the prompt only and grows as it must (KvCache::Keep frees what eviction empties),
+  // so its KV bytes show the policy's real memory, not a full-length reservation.
+  const bool compresses = policy != nullptr && policy->name() != "full";
+  cache.Reserve(compresses ? T : T + params.max_new_tokens);
   torch::Generator gen = at::detail::createCPUGenerator(params.seed);
   std::vector<bool> done(B, false);
   const torch::Device device = model.device();
@@ -76,7 +80,7 @@ absl::StatusOr<GenerationOutput> Generate(GptNeoxModel& model,
   req.prompt_length = T;
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
     ASSIGN_OR_RETURN(ForwardOutput fo, model.Forward(req, cache, policy, &out.stats));
-    out.kv_bytes_peak = std::max(out.kv_bytes_peak, cache.AllocatedBytes());
+    out.kv_bytes_peak = std::max(out.kv_bytes_peak, cache.PeakAllocatedBytes());
     auto next = PickNext(fo.logits.select(1, 0), params, gen).to(torch::kCPU);  // host sync
     auto next_acc = next.accessor<int64_t, 1>();
     bool all_done = true;

@@ -26,7 +26,7 @@ struct SamplingParams {
 struct GenerationOutput {
   std::vector<std::vector<int64_t>> new_ids;  // per row, generated ids only (EOS included if hit)
   ForwardStats stats;                          // summed over the prefill and every decode step
-  int64_t kv_bytes_peak = 0;                   // largest AllocatedBytes() seen
+  int64_t kv_bytes_peak = 0;                   // KvCache::PeakAllocatedBytes(): inside forwards too
   int64_t kv_bytes_end = 0;
 };
 

@@ -380,19 +380,33 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, n);
   auto values = lc.V();
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  auto scores = torch::matmul(q, keys.transpose(-1, -2)) * scale;  // [B,H,m,n]
-  bool need_mask = m > 1 || lc.has_padding;
-  if (need_mask) {
-    auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device_);
-    auto key_slot = torch::arange(n, opts).view({1, n});
-    auto query_slot = torch::arange(before, before + m, opts).view({m, 1});
-    auto allowed = (key_slot <= query_slot).view({1, 1, m, n}) & lc.Valid().view({B, 1, 1, n});
-    double min_value = scores.scalar_type() == torch::kFloat32 ? std::numeric_limits<float>::lowest()
-                                                                : -65504.0;
-    scores = scores.masked_fill(allowed.logical_not(), min_value);
+  const bool keep_probs = policy != nullptr && req.evict && policy->NeedsAttention();
+  torch::Tensor probs;  // [B,H,m,n] float32, materialised only for policies that read it
+  if (keep_probs) probs = torch::zeros({B, H, m, n}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
+  // Queries in blocks of 128 rows: a block's scores stay in cache, and the keys after its last
+  // query (all hidden by the causal mask) are neither multiplied nor normalised. Masked scores
+  // are the dtype's lowest value, so exp() makes them exactly 0 as in Hugging Face's eager path.
+  const int64_t block = 128;
+  const double min_value = q.scalar_type() == torch::kFloat32 ? std::numeric_limits<float>::lowest()
+                                                              : -65504.0;
+  const auto slot_opts = torch::TensorOptions().dtype(torch::kInt64).device(device_);
+  std::vector<torch::Tensor> outs;
+  for (int64_t q0 = 0; q0 < m; q0 += block) {
+    const int64_t rows = std::min(block, m - q0);
+    const int64_t visible = before + q0 + rows;  // keys the block's last query may see
+    auto scores = torch::matmul(q.narrow(2, q0, rows), keys.narrow(2, 0, visible).transpose(-1, -2)) * scale;
+    if (rows > 1 || lc.has_padding) {
+      auto key_slot = torch::arange(visible, slot_opts).view({1, visible});
+      auto query_slot = torch::arange(before + q0, before + q0 + rows, slot_opts).view({rows, 1});
+      auto allowed = (key_slot <= query_slot).view({1, 1, rows, visible}) &
+                     lc.Valid().narrow(1, 0, visible).view({B, 1, 1, visible});
+      scores = scores.masked_fill(allowed.logical_not(), min_value);
+    }
+    auto p = torch::softmax(scores.to(torch::kFloat32), -1);
+    outs.push_back(torch::matmul(p.to(values.scalar_type()), values.narrow(2, 0, visible)));
+    if (keep_probs) probs.narrow(2, q0, rows).narrow(3, 0, visible).copy_(p);
   }
-  auto probs = torch::softmax(scores.to(torch::kFloat32), -1);
-  auto out = torch::matmul(probs.to(values.scalar_type()), values);  // [B,H,m,d]
+  auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 2);  // [B,H,m,d]
   out = out.permute({0, 2, 1, 3}).reshape({B, m, H * d});
 
   if (policy != nullptr && req.evict) ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);

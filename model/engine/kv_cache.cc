@@ -44,6 +44,7 @@ void KvCache::Reallocate(LayerCache& lc, int64_t new_capacity) {
   lc.values = values;
   lc.positions = positions;
   lc.valid = valid;
+  peak_bytes_ = std::max(peak_bytes_, AllocatedBytes());
 }
 
 void KvCache::Grow(LayerCache& lc, int64_t needed) {

@@ -64,6 +64,11 @@ class KvCache {
 
   // Exact bytes of K and V storage allocated now (capacity, not logical length).
   int64_t AllocatedBytes() const;
+  // The largest AllocatedBytes() this cache has had, updated at every (re)allocation. A policy
+  // that compresses inside a forward frees storage before the forward returns, so sampling
+  // AllocatedBytes() between forwards misses the peak; this does not. (The transient old + new
+  // copy during one layer's reallocation is not counted.)
+  int64_t PeakAllocatedBytes() const { return peak_bytes_; }
   // Bytes the live entries occupy (sum over layers of length * per-slot bytes).
   int64_t LiveBytes() const;
   int64_t MaxLength() const;
@@ -78,6 +83,7 @@ class KvCache {
   torch::TensorOptions options_;
   torch::Device device_;
   PositionMode mode_;
+  int64_t peak_bytes_ = 0;
 };
 
 }  // namespace kvgrid

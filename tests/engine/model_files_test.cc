@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "model/config.h"
@@ -103,3 +104,29 @@ TEST(Safetensors, FixtureOpensAndCarriesPythiaBuffers) {
 
 }  // namespace
 }  // namespace kvgrid
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+
+// The safetensors fuzz target's corpus replays in every build (no libFuzzer needed): every file
+// gives tensors inside the data section or an error, never a crash.
+TEST(SafetensorsFuzzCorpus, ReplaysWithoutCrashing) {
+  namespace fs = std::filesystem;
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(KVGRID_SOURCE_DIR) / "tests" / "engine" /
+                                                  "safetensors-corpus")) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string data((std::istreambuf_iterator<char>(in)), {});
+    LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    ++files;
+  }
+  EXPECT_GE(files, 5);
+  uint64_t off = 0;
+  std::string huge;
+  {
+    std::ifstream in(std::string(KVGRID_SOURCE_DIR) + "/tests/engine/safetensors-corpus/huge-shape.bin",
+                     std::ios::binary);
+    huge.assign((std::istreambuf_iterator<char>(in)), {});
+  }
+  EXPECT_FALSE(kvgrid::ParseSafetensorsBuffer(reinterpret_cast<const uint8_t*>(huge.data()), huge.size(),
+                                      "huge.safetensors", &off).ok());
+}

@@ -48,13 +48,42 @@ std::string WithPolicy(const std::string& entry) {
          "grid:\n  policy:\n    - " + entry + "\n";
 }
 
+TEST(GridTest, PointsThatCannotRunAreLeftOutWithTheReason) {
+  auto g = ParseGridYaml(
+      "name: t\ndatasets:\n  - {name: wikitext-2-raw-v1}\n"
+      "workloads:\n  perplexity: {protocol: [sliding, streaming, prefill]}\n"
+      "grid:\n  policy:\n    - full\n    - {name: streaming_llm, window: 60}\n"
+      "    - {name: snapkv, budget: 64}\n    - {name: snapkv, budget: 64, interval: 16}\n",
+      "g.yaml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  std::multiset<std::string> points;
+  for (const auto& r : g->runs) points.insert(r.policy.substr(0, r.policy.find(':')) + "/" + r.perplexity.protocol);
+  // full: 3 protocols; streaming_llm: streaming + prefill; snapkv: prefill only; snapkv with an
+  // interval: streaming + prefill.
+  EXPECT_EQ(points, (std::multiset<std::string>{"full/sliding", "full/streaming", "full/prefill",
+                                                "streaming_llm/streaming", "streaming_llm/prefill",
+                                                "snapkv/prefill", "snapkv/streaming",
+                                                "snapkv/prefill"}));
+  ASSERT_EQ(g->skipped.size(), 2u);
+  EXPECT_THAT(g->skipped[0] + g->skipped[1], HasSubstr("sliding protocol keeps no cache"));
+  EXPECT_THAT(g->skipped[0] + g->skipped[1], HasSubstr("interval"));
+  // A grid of which nothing can run is an error, not an empty experiment.
+  EXPECT_THAT(ErrorOf("name: t\ndatasets:\n  - {name: wikitext-2-raw-v1}\n"
+                      "workloads:\n  perplexity: {protocol: sliding}\n"
+                      "grid:\n  policy:\n    - {name: tova, cache_size: 8}\n"),
+              HasSubstr("no point of the grid can run"));
+}
+
 TEST(GridTest, ExpandsDesignExample) {
   auto g = ParseGridYaml(kDesignGrid, "design.yaml");
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(g->name, "policies-wikitext");
   EXPECT_EQ(g->max_attempts, 3);
-  // policies: 1 + 3 + 3 + 2 = 9; datasets 2; workloads: 1 perplexity + 2 generation = 3.
-  EXPECT_EQ(g->runs.size(), 9u * 2u * 3u);
+  // policies: 1 + 3 + 3 + 2 = 9; datasets 2; workloads: 1 perplexity + 2 generation = 3;
+  // snapkv (prefill-only, no interval) x streaming x 2 datasets cannot run and is left out.
+  EXPECT_EQ(g->runs.size(), 9u * 2u * 3u - 2u * 2u);
+  ASSERT_EQ(g->skipped.size(), 1u);
+  EXPECT_THAT(g->skipped[0], HasSubstr("4 point(s) left out: policy snapkv compresses only at prefill"));
   ASSERT_EQ(g->run_keys.size(), g->runs.size());
   std::set<std::string> keys(g->run_keys.begin(), g->run_keys.end());
   EXPECT_EQ(keys.size(), g->runs.size());
@@ -128,8 +157,9 @@ grid:
     - "tova:cache_size=8"
 )", "axes.yaml");
   ASSERT_TRUE(g.ok()) << g.status();
-  // policies 2+1=3, datasets 2+2=4, workloads 3+4+1=8, modes 2, seeds 2.
-  EXPECT_EQ(g->runs.size(), 3u * 4u * 8u * 2u * 2u);
+  // policies 2+1=3, datasets 2+2=4, workloads 3+4+1=8, modes 2, seeds 2; sliding runs only
+  // with `full`, so none of these policies' 1 sliding workload is expanded.
+  EXPECT_EQ(g->runs.size(), 3u * 4u * (8u - 1u) * 2u * 2u);
   std::set<std::string> policies, samples;
   for (const auto& r : g->runs) {
     policies.insert(r.policy);
@@ -259,7 +289,9 @@ TEST(GridTest, QuickGridIsSmallAndCpu) {
     names.insert(r.policy.substr(0, r.policy.find(':')));
   }
   EXPECT_EQ(names, (std::set<std::string>{"full", "streaming_llm", "h2o", "snapkv", "knorm", "tova"}));
-  EXPECT_EQ(g->runs.size(), 6u * 3u);
+  // full: 3 protocols + generation; the 5 others: streaming, prefill + generation.
+  EXPECT_EQ(g->runs.size(), 4u + 5u * 3u);
+  EXPECT_TRUE(g->skipped.size() == 1u && g->skipped[0].find("sliding") != std::string::npos);
 }
 
 TEST(GridTest, PoliciesGridCoversEveryPolicy) {
@@ -319,8 +351,9 @@ TEST(GridDocs, ReadmeExampleParses) {
   auto g = ParseGridYaml(text.substr(begin, end - begin), "experiments/README.md");
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(g->name, "my-grid");
-  // policies 1+2+2=5; datasets 1+2+1=4; workloads 3+2=5.
-  EXPECT_EQ(g->runs.size(), 5u * 4u * 5u);
+  // policies 1+2+2=5; datasets 1+2+1=4; workloads 3+2=5; sliding only for `full` (4 other
+  // policies x 4 datasets left out).
+  EXPECT_EQ(g->runs.size(), 5u * 4u * 5u - 4u * 4u);
 }
 
 }  // namespace

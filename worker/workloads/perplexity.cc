@@ -53,11 +53,6 @@ torch::Tensor Slice(const std::vector<int64_t>& ids, int64_t begin, int64_t end)
   return torch::tensor(std::vector<int64_t>(ids.begin() + begin, ids.begin() + end), torch::kInt64).view({1, -1});
 }
 
-bool IsPrefillOnly(const std::string& name) {
-  return name == "snapkv" || name == "pyramidkv" || name == "random" || name == "observed_attention" ||
-         name == "keydiff";
-}
-
 }  // namespace
 
 absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<int64_t>& all_ids,
@@ -96,7 +91,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
       req.logits = LogitsRows::kAll;
       req.logits_start = first_target - 1 - begin;
       ASSIGN_OR_RETURN(ForwardOutput out, model.Forward(req, cache, nullptr, &stats));
-      kv_peak = std::max(kv_peak, cache.AllocatedBytes());
+      kv_peak = std::max(kv_peak, cache.PeakAllocatedBytes());
       auto logits = out.logits[0].narrow(0, 0, end - first_target);
       acc.Add(Nll(logits, Slice(ids, first_target, end).view({-1}).to(logits.device())));
       prev_end = end;
@@ -104,7 +99,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
     }
     acc.nll.clear();  // per-token samples are only kept for the cache-based protocols
   } else if (o.protocol == "streaming") {
-    if (IsPrefillOnly(spec.name) && spec.Int("interval") <= 0) {
+    if (CompressesOnlyAtPrefill(spec)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "policy '", spec.name, "' compresses only at prefill; in the streaming protocol give "
           "interval=N (its decoding variant: compress every N steps), e.g. ", spec.name,
@@ -127,7 +122,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
       req.tokens_seen = t;
       req.prompt_length = 1;
       ASSIGN_OR_RETURN(ForwardOutput out, model.Forward(req, cache, policy.get(), &stats));
-      kv_peak = std::max(kv_peak, cache.AllocatedBytes());
+      kv_peak = std::max(kv_peak, cache.PeakAllocatedBytes());
       nll_steps.push_back(Nll(out.logits[0], torch::full({1}, ids[t + 1], torch::kInt64).to(dev)));
     }
     acc.Add(torch::cat(nll_steps));
@@ -152,7 +147,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
       ctx.phase = ForwardPhase::kPrefill;
       ctx.prompt_length = C;
       ASSIGN_OR_RETURN(ForwardOutput first, model.Forward(ctx, cache, policy.get(), &stats));
-      kv_peak = std::max(kv_peak, cache.AllocatedBytes());
+      kv_peak = std::max(kv_peak, cache.PeakAllocatedBytes());
       acc.Add(Nll(first.logits[0], torch::full({1}, ids[base + C], torch::kInt64).to(dev)));
       if (K > 1) {
         ForwardRequest cont;
@@ -164,7 +159,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
         cont.tokens_seen = C;
         cont.prompt_length = C;
         ASSIGN_OR_RETURN(ForwardOutput out, model.Forward(cont, cache, policy.get(), &stats));
-        kv_peak = std::max(kv_peak, cache.AllocatedBytes());
+        kv_peak = std::max(kv_peak, cache.PeakAllocatedBytes());
         acc.Add(Nll(out.logits[0], Slice(ids, base + C + 1, base + C + K).view({-1}).to(dev)));
       }
       kv_end = cache.AllocatedBytes();

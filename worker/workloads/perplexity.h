@@ -1,6 +1,8 @@
 // Perplexity protocols (metrics.md, kv-policies.md §5, §2.7):
-//   sliding   — Hugging Face's strided window (max_length, stride); every token 1..N-1 scored once;
-//               no cache is kept across windows, so no policy applies (full-cache reference).
+//   sliding   — Hugging Face's strided window (max_length, stride); with stride < max_length every
+//               token 1..N-1 is scored once (with stride == max_length, disjoint chunks as in HF,
+//               each window's first token is context only and is not scored); no cache is kept
+//               across windows, so no policy applies (full-cache reference).
 //   streaming — StreamingLLM: one token per forward, score the next token, the policy updates the
 //               cache after every step; token 0 is never scored; up to max_tokens tokens.
 //   prefill   — kvpress style: segments of context_tokens + continuation_tokens; the policy
