@@ -286,8 +286,9 @@ absl::StatusOr<PolicySpec> MakePolicySpec(const std::string& name,
   PolicySpec spec;
   spec.name = name;
   for (const auto& [key, raw] : raw_params) {
+    const std::string& wanted = key;  // (structured bindings cannot be captured in C++17)
     auto it = std::find_if(schema->params.begin(), schema->params.end(),
-                           [&](const ParamSchema& p) { return p.key == key; });
+                           [&](const ParamSchema& p) { return p.key == wanted; });
     if (it == schema->params.end()) {
       std::vector<std::string> keys;
       for (const auto& p : schema->params) keys.push_back(p.key);
