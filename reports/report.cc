@@ -650,10 +650,28 @@ class ReportBuilder {
         {"TPOT ms", Align::kRight, [](const Row& r) { return FormatSummary(MetricSummary(r, "tpot_ms")); }},
         {"Δ TPOT", Align::kRight, [&](const Row& r) { return FormatDelta(tpot(r), base_of(tpot)); }},
         {"decode tok/s", Align::kRight, [](const Row& r) { return FormatSummary(ThroughputSummary(r)); }},
+        {"scoring ms", Align::kRight,
+         [](const Row& r) {
+           // Policy scoring + eviction time inside the run (already inside TTFT/TPOT), so a TPOT
+           // change can be read against the work that explains it. Empty for `full`.
+           if (r.key.policy_name == "full") return std::string();
+           return FormatSummary(MetricSummary(r, "scoring_ms"));
+         }},
+        // peak_memory_bytes is the CUDA allocator's peak on GPU runs (they also carry
+        // peak_reserved_bytes) and the process peak RSS on CPU runs (metrics.md).
         {"peak alloc MiB", Align::kRight,
-         [](const Row& r) { return FormatSummary(MetricSummary(r, "peak_memory_bytes"), kMiB); }},
+         [](const Row& r) {
+           if (MetricSummary(r, "peak_reserved_bytes").empty()) return std::string();
+           return FormatSummary(MetricSummary(r, "peak_memory_bytes"), kMiB);
+         }},
         {"peak RSS MiB", Align::kRight,
-         [](const Row& r) { return FormatSummary(MetricSummary(r, "peak_rss_bytes"), kMiB); }},
+         [](const Row& r) {
+           Summary rss = MetricSummary(r, "peak_rss_bytes");
+           if (rss.empty() && MetricSummary(r, "peak_reserved_bytes").empty()) {
+             rss = MetricSummary(r, "peak_memory_bytes");
+           }
+           return FormatSummary(rss, kMiB);
+         }},
         {"KV peak MiB", Align::kRight,
          [](const Row& r) { return FormatSummary(MetricSummary(r, "kv_bytes_peak"), kMiB); }},
         {"Δ KV", Align::kRight, [&](const Row& r) { return FormatDelta(kv(r), base_of(kv)); }},

@@ -88,7 +88,7 @@ inline void CheckFakeGridReport(const std::string& md, const std::vector<FakeRun
   // --- streaming perplexity: columns, row order (full first), stored numbers ---
   EXPECT_EQ(streaming.headers,
             (std::vector<std::string>{"policy", "positions", "PPL", "Δ PPL", "scored tokens",
-                                      "kv_tokens_max", "KV peak MiB", "Δ KV"}))
+                                      "kv_tokens_max", "scoring ms", "KV peak MiB", "Δ KV"}))
       << md;
   // Baseline first, then by policy name and, within a policy, by budget (64 before 128).
   std::vector<std::string> policies = {"full", kStreamingSinks60, kStreamingSinks124, kWindow64,
@@ -108,7 +108,13 @@ inline void CheckFakeGridReport(const std::string& md, const std::vector<FakeRun
     ExpectNear(Numbers(row[3]).at(0), (ppl / full_ppl - 1) * 100, 1e-2, "Δ PPL");
     EXPECT_EQ(row[4], "511");
     EXPECT_EQ(row[5], absl::StrCat(MetricValue(r, "kv_tokens_max")));
-    ExpectNear(Numbers(row[6]).at(0), MetricValue(r, "kv_bytes_peak") / 1048576.0, 5e-3, "KV MiB");
+    // scoring ms: empty for the baseline, the stored policy time otherwise.
+    if (policies[i] == "full") {
+      EXPECT_EQ(row[6], "");
+    } else {
+      ExpectNear(Numbers(row[6]).at(0), MetricValue(r, "scoring_ms"), 1e-3, "scoring ms");
+    }
+    ExpectNear(Numbers(row[7]).at(0), MetricValue(r, "kv_bytes_peak") / 1048576.0, 5e-3, "KV MiB");
   }
   EXPECT_EQ(streaming.rows[0][3], "+0.0%");
   // Window-only collapses, sinks hold.
@@ -127,7 +133,8 @@ inline void CheckFakeGridReport(const std::string& md, const std::vector<FakeRun
     int64_t prompt = t == &gen64 ? 64 : 128;
     EXPECT_EQ(t->headers, (std::vector<std::string>{"policy", "positions", "TTFT ms", "Δ TTFT",
                                                     "TPOT ms", "Δ TPOT", "decode tok/s",
-                                                    "peak RSS MiB", "KV peak MiB", "Δ KV"}))
+                                                    "scoring ms", "peak RSS MiB", "KV peak MiB",
+                                                    "Δ KV"}))
         << md;
     std::vector<std::string> gp = {"full", kSnapkv32, kStreamingSinks60};
     ASSERT_EQ(t->rows.size(), gp.size());
@@ -151,8 +158,8 @@ inline void CheckFakeGridReport(const std::string& md, const std::vector<FakeRun
       for (size_t k = 0; k < ttft.size(); ++k) thr.push_back(16 / ((ttft[k] + 15 * tpot[k]) / 1000));
       ExpectNear(Numbers(row[6]).at(0), Summarize(thr).median, 2e-3, "throughput");
       ExpectNear(Numbers(row[6]).at(0), MetricValue(r, "throughput_tok_s"), 0.05, "throughput stored");
-      ExpectNear(Numbers(row[7]).at(0), MetricValue(r, "peak_rss_bytes") / 1048576.0, 2e-3, "RSS");
-      ExpectNear(Numbers(row[8]).at(0), MetricValue(r, "kv_bytes_peak") / 1048576.0, 5e-3, "KV");
+      ExpectNear(Numbers(row[8]).at(0), MetricValue(r, "peak_rss_bytes") / 1048576.0, 2e-3, "RSS");
+      ExpectNear(Numbers(row[9]).at(0), MetricValue(r, "kv_bytes_peak") / 1048576.0, 5e-3, "KV");
     }
     EXPECT_EQ(t->rows[0][3], "+0.0%");
     EXPECT_LT(Numbers(t->rows[2][5]).at(0), 0);  // streaming_llm's TPOT base is 0.9 × full's
