@@ -88,9 +88,44 @@ void KvCache::AppendOneCpu(int64_t layer, const float* k, const float* v, int64_
   lc.length += 1;
 }
 
+// Batch-1 CPU compaction in place: kept slots are ascending, so slot keep[j] >= j and moving
+// rows front to back never overwrites a row still to be read. Per-step policies (StreamingLLM,
+// H2O, TOVA) evict one slot per token; this costs one pass over the kept rows, no allocation.
+void KvCache::KeepInPlaceCpu(LayerCache& lc, const torch::Tensor& keep) {
+  const int64_t k = keep.size(2), cap = lc.capacity();
+  torch::Tensor idx = keep.contiguous();
+  const int64_t* slots = idx.data_ptr<int64_t>();
+  const int64_t row_bytes = head_dim_ * lc.keys.element_size();
+  auto* keys = static_cast<char*>(lc.keys.data_ptr());
+  auto* values = static_cast<char*>(lc.values.data_ptr());
+  int64_t* positions = lc.positions.data_ptr<int64_t>();
+  bool* valid = lc.valid.data_ptr<bool>();
+  for (int64_t h = 0; h < heads_; ++h) {
+    const int64_t* hs = slots + h * k;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t from = hs[j];
+      if (from == j) continue;
+      std::memmove(keys + (h * cap + j) * row_bytes, keys + (h * cap + from) * row_bytes, row_bytes);
+      std::memmove(values + (h * cap + j) * row_bytes, values + (h * cap + from) * row_bytes,
+                   row_bytes);
+      positions[h * cap + j] = positions[h * cap + from];
+    }
+  }
+  // Validity is per batch row: with batch 1 and no padding (the only case policies accept)
+  // head 0's slots decide it.
+  for (int64_t j = 0; j < k; ++j) valid[j] = valid[slots[j]];
+  lc.length = k;
+}
+
 void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {
   LayerCache& lc = layers_[layer];
   int64_t k = keep.size(2);
+  const bool shrink = k < lc.capacity() / 2 && lc.capacity() > 128;
+  if (!shrink && batch_ == 1 && device_.is_cpu() && keep.device().is_cpu() &&
+      keep.scalar_type() == torch::kInt64) {
+    KeepInPlaceCpu(lc, keep);
+    return;
+  }
   auto idx_kv = keep.unsqueeze(-1).expand({batch_, heads_, k, head_dim_});
   auto new_k = lc.K().gather(2, idx_kv);
   auto new_v = lc.V().gather(2, idx_kv);
@@ -99,7 +134,7 @@ void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {
   // has no padding, which is the only case policies support (batch 1).
   auto new_valid = lc.Valid().gather(1, keep.select(1, 0));
   lc.length = k;
-  if (k < lc.capacity() / 2 && lc.capacity() > 128) {
+  if (shrink) {
     // Free memory for real: drop the storage and allocate what the kept entries need plus room.
     lc.keys = torch::Tensor();
     lc.values = torch::Tensor();

@@ -76,6 +76,7 @@ class KvCache {
 
  private:
   void Grow(LayerCache& lc, int64_t needed);
+  void KeepInPlaceCpu(LayerCache& lc, const torch::Tensor& keep);
   void Reallocate(LayerCache& lc, int64_t new_capacity);
 
   std::vector<LayerCache> layers_;
