@@ -120,7 +120,10 @@ void KvCache::KeepInPlaceCpu(LayerCache& lc, const torch::Tensor& keep) {
 void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {
   LayerCache& lc = layers_[layer];
   int64_t k = keep.size(2);
-  const bool shrink = k < lc.capacity() / 2 && lc.capacity() > 128;
+  // Release storage when the kept entries (plus growth room) need under 3/4 of it: eviction
+  // must free memory for real, not only shorten the live length.
+  const int64_t wanted = k + std::max<int64_t>(64, k / 4);
+  const bool shrink = wanted * 4 < lc.capacity() * 3;
   if (!shrink && batch_ == 1 && device_.is_cpu() && keep.device().is_cpu() &&
       keep.scalar_type() == torch::kInt64) {
     KeepInPlaceCpu(lc, keep);
@@ -142,7 +145,7 @@ void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {
     lc.valid = torch::Tensor();
     int64_t saved_length = lc.length;
     lc.length = 0;
-    Reallocate(lc, k + std::max<int64_t>(64, k / 4));
+    Reallocate(lc, wanted);
     lc.length = saved_length;
   }
   lc.keys.narrow(2, 0, k).copy_(new_k);
