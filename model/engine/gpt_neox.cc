@@ -109,6 +109,16 @@ GptNeoxModel::GptNeoxModel(ModelConfig config, ModelWeights weights, torch::Scal
   inv_freq_ = 1.0 / torch::pow(torch::tensor(config_.rotary_base, torch::kFloat64).to(torch::kFloat32),
                                torch::arange(0, r, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(r));
   inv_freq_host_.assign(inv_freq_.data_ptr<float>(), inv_freq_.data_ptr<float>() + inv_freq_.numel());
+  const int64_t half = r / 2, slots = std::max<int64_t>(config_.max_position_embeddings, 2048);
+  slot_cos_.resize(slots * half);
+  slot_sin_.resize(slots * half);
+  for (int64_t j = 0; j < slots; ++j) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(j) * inv_freq_host_[i];
+      slot_cos_[j * half + i] = std::cos(angle);
+      slot_sin_[j * half + i] = std::sin(angle);
+    }
+  }
   inv_freq_ = inv_freq_.to(device_);
 }
 
@@ -234,21 +244,45 @@ torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tenso
                                                torch::Tensor* probs, torch::Tensor* q_out) {
   const int64_t H = config_.num_heads, d = config_.head_dim(), r = config_.rotary_dims();
   float* p = qkv.data_ptr<float>();  // [H][q k v][d]
-  // Rotary on q and k of every head at `position` (NeoX half split: pairs i and i + r/2); the
-  // same float32 formula as Rotate(): angle = position * inv_freq.
-  for (int64_t i = 0; i < r / 2; ++i) {
+  const bool shifted = cache.mode() == PositionMode::kShifted;
+  const int64_t half = r / 2;
+  // Rotary on q (and, unless keys are cached before rotary, k) of every head at `position` (NeoX
+  // half split: pairs i and i + r/2); the same float32 formula as Rotate():
+  // angle = position * inv_freq.
+  for (int64_t i = 0; i < half; ++i) {
     const float angle = static_cast<float>(position) * inv_freq_host_[i];
     const float c = std::cos(angle), s = std::sin(angle);
     for (int64_t h = 0; h < H; ++h) {
-      for (float* x : {p + h * 3 * d, p + h * 3 * d + d}) {
-        const float x1 = x[i], x2 = x[i + r / 2];
+      for (int part = 0; part < (shifted ? 1 : 2); ++part) {
+        float* x = p + h * 3 * d + part * d;
+        const float x1 = x[i], x2 = x[i + half];
         x[i] = x1 * c - x2 * s;
-        x[i + r / 2] = x2 * c + x1 * s;
+        x[i + half] = x2 * c + x1 * s;
       }
     }
   }
   LayerCache& lc = cache.layer(layer);
   cache.AppendOneCpu(layer, p + d, p + 2 * d, 3 * d, position);
+  // Shifted (pos-shift): cached keys are pre-rotary and key j sits at slot j, so the score uses
+  // R(j)k_j without materialising the rotated cache: only the first r dims are rotated, and the
+  // cos/sin of slot j never change (table built once, slots past it computed on the fly).
+  const int64_t table_slots = static_cast<int64_t>(slot_cos_.size()) / std::max<int64_t>(half, 1);
+  auto rotated_dot = [&](const float* q, const float* k, int64_t j) {
+    float acc = Dot(q + r, k + r, d - r);
+    for (int64_t i = 0; i < half; ++i) {
+      float c, s;
+      if (j < table_slots) {
+        c = slot_cos_[j * half + i];
+        s = slot_sin_[j * half + i];
+      } else {
+        const float angle = static_cast<float>(j) * inv_freq_host_[i];
+        c = std::cos(angle);
+        s = std::sin(angle);
+      }
+      acc += q[i] * (k[i] * c - k[i + half] * s) + q[i + half] * (k[i + half] * c + k[i] * s);
+    }
+    return acc;
+  };
   const int64_t n = lc.length, cap = lc.capacity();
   *probs = torch::empty({1, H, 1, n}, torch::kFloat32);
   torch::Tensor out = torch::empty({1, 1, H * d}, torch::kFloat32);
@@ -265,7 +299,7 @@ torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tenso
       float* a = pr + h * n;
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; ++j) {
-        a[j] = Dot(q, K + j * d, d) * scale;
+        a[j] = (shifted ? rotated_dot(q, K + j * d, j) : Dot(q, K + j * d, d)) * scale;
         mx = std::max(mx, a[j]);
       }
       float sum = 0;
@@ -328,20 +362,28 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   LayerCache& lc = cache.layer(layer);
   const int64_t before = lc.length;
   lc.has_padding = lc.has_padding || padded;
-  if (device_.is_cpu() && B == 1 && m == 1 && compute_dtype_ == torch::kFloat32 &&
-      cache.mode() != PositionMode::kShifted && !lc.has_padding) {
+  if (device_.is_cpu() && B == 1 && m == 1 && compute_dtype_ == torch::kFloat32 && !lc.has_padding) {
     auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
+    // The query (and key) rotation position: the true position, or the slot in shifted/rerotate.
     const int64_t position = cache.mode() == PositionMode::kOriginal
                                  ? req.positions.to(torch::kCPU).data_ptr<int64_t>()[0]
                                  : before;
     torch::Tensor probs, q;
     // The cache records the true text position even when keys are rotated at the slot.
     auto out = DecodeAttentionCpu(layer, qkv, position, cache, &probs, &q);
-    if (cache.mode() == PositionMode::kRerotate) {
+    if (cache.mode() != PositionMode::kOriginal) {
       lc.positions.narrow(2, before, 1).copy_(req.positions.view({1, 1, 1}).expand({1, H, 1}));
     }
     if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, lc.length);
-    if (policy != nullptr && req.evict) ApplyPolicy(layer, req, cache, policy, stats, lc.K(), q, probs);
+    if (policy != nullptr && req.evict) {
+      // Policies see the keys as attended (rotated at their slot in shifted mode); positional and
+      // attention-only policies read just the shape, so the rotation is skipped for them.
+      torch::Tensor keys = lc.K();
+      if (cache.mode() == PositionMode::kShifted && policy->NeedsKeyValues()) {
+        keys = Rotate(keys, torch::arange(lc.length, torch::TensorOptions().dtype(torch::kInt64)));
+      }
+      ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
+    }
     return Linear(out, w.dense_w, w.dense_b);
   }
   // Fused QKV is interleaved per head: [head0: q k v, head1: q k v, ...].

@@ -82,7 +82,7 @@ class GptNeoxModel {
                torch::Device device, std::shared_ptr<SafetensorsFile> file);
   torch::Tensor Attention(int64_t layer, const torch::Tensor& x, const ForwardRequest& req,
                           bool padded, KvCache& cache, KvPolicy* policy, ForwardStats* stats);
-  // Batch-1, one-token, float32 CPU decode step (original/rerotate modes, no padding): the
+  // Batch-1, one-token, float32 CPU decode step (any positional mode, no padding): the
   // generic path's math in one pass per head, without its ~30 small tensor ops per layer.
   // Returns the attention output [1,1,H*d] and sets *probs [1,H,1,n].
   torch::Tensor DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv, int64_t position,
@@ -101,6 +101,7 @@ class GptNeoxModel {
   torch::Device device_;
   torch::Tensor inv_freq_;  // [rotary_dims/2] float32
   std::vector<float> inv_freq_host_;  // the same values, for the CPU decode path
+  std::vector<float> slot_cos_, slot_sin_;  // [slot][r/2] rotary table for the shifted CPU decode path
   std::shared_ptr<SafetensorsFile> file_;  // keeps memory-mapped weights alive
 };
 

@@ -43,6 +43,10 @@ class KvPolicy {
   virtual torch::Tensor SelectKeep(const LayerView& view) = 0;
   // True when the policy needs `probs` (lets the engine skip keeping them when nobody reads them).
   virtual bool NeedsAttention() const { return false; }
+  // False when the policy reads only the shape of `keys`, never their values (positional and
+  // attention-based policies): lets the engine skip rotating the cache for the view in shifted
+  // mode, where keys are stored before rotary.
+  virtual bool NeedsKeyValues() const { return true; }
 };
 
 // Builds a policy from a validated spec (model/policy_spec.h). Unknown names are errors.

@@ -8,6 +8,7 @@ namespace {
 class FullPolicy : public KvPolicy {
  public:
   std::string name() const override { return "full"; }
+  bool NeedsKeyValues() const override { return false; }
   torch::Tensor SelectKeep(const LayerView&) override { return {}; }
 };
 

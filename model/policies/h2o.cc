@@ -27,6 +27,7 @@ class H2oPolicy : public KvPolicy {
         recent_(spec.Int("recent")) {}
 
   std::string name() const override { return "h2o"; }
+  bool NeedsKeyValues() const override { return false; }
   bool NeedsAttention() const override { return true; }
 
   void Reset(int64_t num_layers) override {

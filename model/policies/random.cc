@@ -15,6 +15,7 @@ class RandomPolicy : public ScorerPolicy {
  public:
   explicit RandomPolicy(const PolicySpec& spec)
       : ScorerPolicy(spec, 0), seed_(static_cast<uint64_t>(spec.Int("seed", 0))), rng_(seed_) {}
+  bool NeedsKeyValues() const override { return false; }
 
   void Reset(int64_t num_layers) override {
     ScorerPolicy::Reset(num_layers);

@@ -16,6 +16,7 @@ class StreamingLlmPolicy : public KvPolicy {
   explicit StreamingLlmPolicy(const PolicySpec& spec)
       : sinks_(spec.Int("sink_tokens", 4)), window_(spec.Int("window")) {}
   std::string name() const override { return "streaming_llm"; }
+  bool NeedsKeyValues() const override { return false; }
   torch::Tensor SelectKeep(const LayerView& view) override {
     RequireSingleSequence(view, name());
     if (view.n <= sinks_ + window_) return {};

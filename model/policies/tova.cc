@@ -14,6 +14,7 @@ class TovaPolicy : public KvPolicy {
  public:
   explicit TovaPolicy(const PolicySpec& spec) : cache_size_(spec.Int("cache_size")) {}
   std::string name() const override { return "tova"; }
+  bool NeedsKeyValues() const override { return false; }
   bool NeedsAttention() const override { return true; }
 
   torch::Tensor SelectKeep(const LayerView& view) override {

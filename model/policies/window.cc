@@ -12,6 +12,7 @@ class WindowPolicy : public KvPolicy {
  public:
   explicit WindowPolicy(const PolicySpec& spec) : window_(spec.Int("window")) {}
   std::string name() const override { return "window"; }
+  bool NeedsKeyValues() const override { return false; }
   torch::Tensor SelectKeep(const LayerView& view) override {
     RequireSingleSequence(view, name());
     if (view.n <= window_) return {};
