@@ -102,13 +102,20 @@ void KvCache::KeepInPlaceCpu(LayerCache& lc, const torch::Tensor& keep) {
   bool* valid = lc.valid.data_ptr<bool>();
   for (int64_t h = 0; h < heads_; ++h) {
     const int64_t* hs = slots + h * k;
-    for (int64_t j = 0; j < k; ++j) {
+    for (int64_t j = 0; j < k;) {
+      // A run of consecutive source slots moves with one memmove (StreamingLLM's window, H2O's
+      // recent tokens: evicting one slot per step shifts one contiguous block).
+      int64_t run = 1;
+      while (j + run < k && hs[j + run] == hs[j] + run) ++run;
       const int64_t from = hs[j];
-      if (from == j) continue;
-      std::memmove(keys + (h * cap + j) * row_bytes, keys + (h * cap + from) * row_bytes, row_bytes);
-      std::memmove(values + (h * cap + j) * row_bytes, values + (h * cap + from) * row_bytes,
-                   row_bytes);
-      positions[h * cap + j] = positions[h * cap + from];
+      if (from != j) {
+        std::memmove(keys + (h * cap + j) * row_bytes, keys + (h * cap + from) * row_bytes,
+                     run * row_bytes);
+        std::memmove(values + (h * cap + j) * row_bytes, values + (h * cap + from) * row_bytes,
+                     run * row_bytes);
+        std::memmove(positions + h * cap + j, positions + h * cap + from, run * sizeof(int64_t));
+      }
+      j += run;
     }
   }
   // Validity is per batch row: with batch 1 and no padding (the only case policies accept)
