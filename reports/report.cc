@@ -599,6 +599,15 @@ class ReportBuilder {
       absl::StrAppend(&s, " Runs without results are listed under \"Failed runs\" below.");
     }
     if (noop_) absl::StrAppend(&s, " ", noop_, " noop run(s) (scheduler tests) have no table.");
+    std::set<std::string> random_models;
+    for (const Run& r : runs_) {
+      if (r.spec_ok && absl::StartsWith(r.spec.model.id, "random:")) random_models.insert(r.spec.model.id);
+    }
+    if (!random_models.empty()) {
+      absl::StrAppend(&s, "\n\n**", absl::StrJoin(random_models, ", "),
+                      " has random weights: its perplexities are meaningless (they only show that "
+                      "the pipeline runs); its costs — time, memory, KV bytes — are real.**");
+    }
     absl::StrAppend(&s,
                     "\n\nCells: median [p10–p90] when n ≥ ", kMinSamplesForPercentiles,
                     ", else [min–max]; n = timed repetitions (or runs). PPL ± is PPL × "

@@ -65,6 +65,18 @@ TEST(ReportTest, TablesRowsNumbersFailedRunsAndFooter) {
   EXPECT_NE(r.markdown.find("```yaml\nname: fake-grid"), std::string::npos);
 }
 
+TEST(ReportTest, RandomWeightModelsAreFlaggedAsMeaninglessPpl) {
+  auto runs = FakeGrid();
+  ReportOptions opt;
+  std::string plain = BuildReport(Experiment(), Views(runs), opt).markdown;
+  EXPECT_EQ(plain.find("random weights"), std::string::npos);
+  for (auto& r : runs) r.spec.model.id = "random:pythia-70m";
+  std::string md = BuildReport(Experiment(), Views(runs), opt).markdown;
+  EXPECT_NE(md.find("**random:pythia-70m has random weights: its perplexities are meaningless"),
+            std::string::npos)
+      << md.substr(0, 2000);
+}
+
 TEST(ReportTest, PlotsAreWellFormedWithExpectedSeriesAndLinked) {
   auto runs = FakeGrid();
   ReportOptions opt;
