@@ -1,9 +1,9 @@
 #include "model/engine/gpt_neox.h"
 
-#include <chrono>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -109,12 +109,13 @@ GptNeoxModel::GptNeoxModel(ModelConfig config, ModelWeights weights, torch::Scal
   inv_freq_ = 1.0 / torch::pow(torch::tensor(config_.rotary_base, torch::kFloat64).to(torch::kFloat32),
                                torch::arange(0, r, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(r));
   inv_freq_host_.assign(inv_freq_.data_ptr<float>(), inv_freq_.data_ptr<float>() + inv_freq_.numel());
+  // cos/sin of every position the model was trained on, for the CPU decode path (RotaryCosSin).
   const int64_t half = r / 2, slots = std::max<int64_t>(config_.max_position_embeddings, 2048);
   slot_cos_.resize(slots * half);
   slot_sin_.resize(slots * half);
   for (int64_t j = 0; j < slots; ++j) {
     for (int64_t i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(j) * inv_freq_host_[i];
+      const float angle = static_cast<float>(j) * inv_freq_host_[i];  // Rotate()'s float formula
       slot_cos_[j * half + i] = std::cos(angle);
       slot_sin_[j * half + i] = std::sin(angle);
     }
@@ -239,19 +240,31 @@ torch::Tensor GptNeoxModel::Rotate(const torch::Tensor& x, const torch::Tensor& 
   return torch::cat({rotated, x.narrow(-1, r, x.size(-1) - r)}, -1);
 }
 
+void GptNeoxModel::RotaryCosSin(int64_t position, int64_t i, float* c, float* s) const {
+  const int64_t half = config_.rotary_dims() / 2;
+  if (position < static_cast<int64_t>(slot_cos_.size()) / std::max<int64_t>(half, 1)) {
+    *c = slot_cos_[position * half + i];
+    *s = slot_sin_[position * half + i];
+    return;
+  }
+  const float angle = static_cast<float>(position) * inv_freq_host_[i];
+  *c = std::cos(angle);
+  *s = std::sin(angle);
+}
+
 torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv,
-                                               int64_t position, KvCache& cache,
-                                               torch::Tensor* probs, torch::Tensor* q_out) {
+                                               int64_t rotary_position, int64_t text_position,
+                                               KvCache& cache, torch::Tensor* probs,
+                                               torch::Tensor* q_out) {
   const int64_t H = config_.num_heads, d = config_.head_dim(), r = config_.rotary_dims();
   float* p = qkv.data_ptr<float>();  // [H][q k v][d]
   const bool shifted = cache.mode() == PositionMode::kShifted;
   const int64_t half = r / 2;
-  // Rotary on q (and, unless keys are cached before rotary, k) of every head at `position` (NeoX
-  // half split: pairs i and i + r/2); the same float32 formula as Rotate():
-  // angle = position * inv_freq.
+  // Rotary on q (and, unless keys are cached before rotary, k) of every head at
+  // `rotary_position` (NeoX half split: pairs i and i + r/2).
   for (int64_t i = 0; i < half; ++i) {
-    const float angle = static_cast<float>(position) * inv_freq_host_[i];
-    const float c = std::cos(angle), s = std::sin(angle);
+    float c, s;
+    RotaryCosSin(rotary_position, i, &c, &s);
     for (int64_t h = 0; h < H; ++h) {
       for (int part = 0; part < (shifted ? 1 : 2); ++part) {
         float* x = p + h * 3 * d + part * d;
@@ -262,23 +275,16 @@ torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tenso
     }
   }
   LayerCache& lc = cache.layer(layer);
-  cache.AppendOneCpu(layer, p + d, p + 2 * d, 3 * d, position);
+  // The cache records the true text position, whatever position the key was rotated at.
+  cache.AppendOneCpu(layer, p + d, p + 2 * d, 3 * d, text_position);
   // Shifted (pos-shift): cached keys are pre-rotary and key j sits at slot j, so the score uses
   // R(j)k_j without materialising the rotated cache: only the first r dims are rotated, and the
-  // cos/sin of slot j never change (table built once, slots past it computed on the fly).
-  const int64_t table_slots = static_cast<int64_t>(slot_cos_.size()) / std::max<int64_t>(half, 1);
+  // cos/sin of slot j never change (RotaryCosSin's table).
   auto rotated_dot = [&](const float* q, const float* k, int64_t j) {
     float acc = Dot(q + r, k + r, d - r);
     for (int64_t i = 0; i < half; ++i) {
       float c, s;
-      if (j < table_slots) {
-        c = slot_cos_[j * half + i];
-        s = slot_sin_[j * half + i];
-      } else {
-        const float angle = static_cast<float>(j) * inv_freq_host_[i];
-        c = std::cos(angle);
-        s = std::sin(angle);
-      }
+      RotaryCosSin(j, i, &c, &s);
       acc += q[i] * (k[i] * c - k[i + half] * s) + q[i + half] * (k[i + half] * c + k[i] * s);
     }
     return acc;
@@ -364,16 +370,12 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   lc.has_padding = lc.has_padding || padded;
   if (device_.is_cpu() && B == 1 && m == 1 && compute_dtype_ == torch::kFloat32 && !lc.has_padding) {
     auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
-    // The query (and key) rotation position: the true position, or the slot in shifted/rerotate.
-    const int64_t position = cache.mode() == PositionMode::kOriginal
-                                 ? req.positions.to(torch::kCPU).data_ptr<int64_t>()[0]
-                                 : before;
+    // Rotation at the true position, or at the cache slot in shifted/rerotate mode.
+    const int64_t text_position = req.positions.to(torch::kCPU).data_ptr<int64_t>()[0];
+    const int64_t rotary_position =
+        cache.mode() == PositionMode::kOriginal ? text_position : before;
     torch::Tensor probs, q;
-    // The cache records the true text position even when keys are rotated at the slot.
-    auto out = DecodeAttentionCpu(layer, qkv, position, cache, &probs, &q);
-    if (cache.mode() != PositionMode::kOriginal) {
-      lc.positions.narrow(2, before, 1).copy_(req.positions.view({1, 1, 1}).expand({1, H, 1}));
-    }
+    auto out = DecodeAttentionCpu(layer, qkv, rotary_position, text_position, cache, &probs, &q);
     if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, lc.length);
     if (policy != nullptr && req.evict) {
       // Policies see the keys as attended (rotated at their slot in shifted mode); positional and

@@ -85,8 +85,12 @@ class GptNeoxModel {
   // Batch-1, one-token, float32 CPU decode step (any positional mode, no padding): the
   // generic path's math in one pass per head, without its ~30 small tensor ops per layer.
   // Returns the attention output [1,1,H*d] and sets *probs [1,H,1,n].
-  torch::Tensor DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv, int64_t position,
-                                   KvCache& cache, torch::Tensor* probs, torch::Tensor* q_out);
+  // q/k are rotated at `rotary_position`; the cache records `text_position` for the new slot.
+  torch::Tensor DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv, int64_t rotary_position,
+                                   int64_t text_position, KvCache& cache, torch::Tensor* probs,
+                                   torch::Tensor* q_out);
+  // cos/sin of rotary pair i at `position` (table for trained positions, computed past it).
+  void RotaryCosSin(int64_t position, int64_t i, float* c, float* s) const;
   void ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache, KvPolicy* policy,
                    ForwardStats* stats, const torch::Tensor& keys, const torch::Tensor& q,
                    const torch::Tensor& probs);
@@ -101,7 +105,7 @@ class GptNeoxModel {
   torch::Device device_;
   torch::Tensor inv_freq_;  // [rotary_dims/2] float32
   std::vector<float> inv_freq_host_;  // the same values, for the CPU decode path
-  std::vector<float> slot_cos_, slot_sin_;  // [slot][r/2] rotary table for the shifted CPU decode path
+  std::vector<float> slot_cos_, slot_sin_;  // [position][r/2] rotary table (RotaryCosSin)
   std::shared_ptr<SafetensorsFile> file_;  // keeps memory-mapped weights alive
 };
 
