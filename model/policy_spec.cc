@@ -351,6 +351,20 @@ absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text) {
   return MakePolicySpec(name, raw);
 }
 
+std::string WhyPolicyCannotRunProtocol(const PolicySpec& spec, const std::string& protocol) {
+  if (protocol == "sliding" && spec.name != "full") {
+    return "the sliding protocol keeps no cache across windows, so it runs only with policy full "
+           "(it is the full-cache reference); policies are measured with protocol 'streaming' or "
+           "'prefill'";
+  }
+  if (protocol == "streaming" && CompressesOnlyAtPrefill(spec)) {
+    return absl::StrCat("policy ", spec.name, " compresses only at prefill; the streaming "
+                        "protocol needs its decoding variant (add interval=N, compress every N "
+                        "steps, e.g. ", spec.name, ":...,interval=64)");
+  }
+  return "";
+}
+
 bool CompressesOnlyAtPrefill(const PolicySpec& spec) {
   const PolicySchema* schema = FindPolicySchema(spec.name);
   if (schema == nullptr) return false;

@@ -61,6 +61,12 @@ const PolicySchema* FindPolicySchema(std::string_view name);
 // protocol needs their decoding variant, interval=N.
 bool CompressesOnlyAtPrefill(const PolicySpec& spec);
 
+// Why `spec` cannot act in perplexity protocol `protocol`, or "" when it can: `sliding` keeps
+// no cache (only `full` runs it); `streaming` needs the prefill-only scorers' decoding variant.
+// The one rule behind both the grid expander (which leaves such points out) and the workload
+// (which refuses them).
+std::string WhyPolicyCannotRunProtocol(const PolicySpec& spec, const std::string& protocol);
+
 // Parses and validates "name:key=value,...". Errors name the policy, the key and the rule.
 absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text);
 

@@ -339,18 +339,8 @@ absl::Status GridParser::ParseDatasets(const Entry& e, std::vector<DatasetRef>* 
 // than stored as runs that can only fail.
 std::string WhyItCannotRun(const RunSpec& s) {
   if (s.workload != "perplexity") return "";
-  if (s.perplexity.protocol == "sliding" && s.policy != "full") {
-    return "the sliding protocol keeps no cache across windows, so it runs only with policy full "
-           "(it is the full-cache reference); policies are measured with streaming and prefill";
-  }
-  if (s.perplexity.protocol == "streaming") {
-    auto spec = ParsePolicySpec(s.policy);
-    if (spec.ok() && CompressesOnlyAtPrefill(*spec)) {
-      return absl::StrCat("policy ", spec->name, " compresses only at prefill; the streaming "
-                          "protocol needs its decoding variant (add interval: N to the policy)");
-    }
-  }
-  return "";
+  auto spec = ParsePolicySpec(s.policy);
+  return spec.ok() ? WhyPolicyCannotRunProtocol(*spec, s.perplexity.protocol) : "";
 }
 
 // Expands `workloads:` into partial specs carrying workload + perplexity/generation/noop params.

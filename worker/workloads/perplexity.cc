@@ -66,12 +66,11 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
   const double t0 = NowMs();
   std::vector<int64_t> ids = all_ids;
 
+  if (std::string why = WhyPolicyCannotRunProtocol(spec, o.protocol); !why.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("policy '", spec.name, "' in protocol '", o.protocol, "': ", why));
+  }
   if (o.protocol == "sliding") {
-    if (spec.name != "full") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "protocol 'sliding' keeps no cache across windows, so policy '", spec.name,
-          "' cannot act; use protocol 'streaming' or 'prefill' for policies"));
-    }
     if (o.max_length < 2 || o.stride < 1 || o.stride > o.max_length) {
       return absl::InvalidArgumentError("sliding: need max_length >= 2 and 1 <= stride <= max_length");
     }
@@ -99,12 +98,6 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
     }
     acc.nll.clear();  // per-token samples are only kept for the cache-based protocols
   } else if (o.protocol == "streaming") {
-    if (CompressesOnlyAtPrefill(spec)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "policy '", spec.name, "' compresses only at prefill; in the streaming protocol give "
-          "interval=N (its decoding variant: compress every N steps), e.g. ", spec.name,
-          ":...,interval=64"));
-    }
     const int64_t limit = o.max_tokens > 0 ? o.max_tokens : 4096;
     if (static_cast<int64_t>(ids.size()) > limit) ids.resize(limit);
     const int64_t N = static_cast<int64_t>(ids.size());
