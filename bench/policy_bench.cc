@@ -43,6 +43,7 @@
 #include "model/engine/gpt_neox.h"
 #include "model/policy_spec.h"
 #include "model/tokenizer/tokenizer.h"
+#include "reports/statistics.h"
 #include "worker/workloads/generation_timing.h"
 #include "worker/workloads/perplexity.h"
 
@@ -215,14 +216,11 @@ std::vector<double> SamplesOf(const RunResult& r, const std::string& name) {
   return {};
 }
 
-// Linear-interpolation quantile of a sample.
+// Linear-interpolation quantile of a sample (the reports' convention, reports/statistics.h).
 double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
   std::sort(v.begin(), v.end());
-  const double pos = q * static_cast<double>(v.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(pos));
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
+  return reports::QuantileSorted(v, q);
 }
 
 std::string Num(double x, int digits) {
