@@ -1,6 +1,7 @@
 // engine_bench: the engine's speed on this CPU, as a table (a program, not a test).
 //
 //   build/bench/engine_bench --model DIR [--threads 2] [--repeats 5] [--warmup 2]
+//                            [--dtypes float32,float16,bfloat16] [--cases ttft512,ttft2048,tpot0,tpot512]
 //
 // DIR is any Pythia-shaped checkpoint; for speed work a random one is as good as the real one:
 //   build/kvgrid init-random-model --preset pythia-70m --out /tmp/pythia-70m-random
@@ -20,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
+#include "common/malloc_tuning.h"
 #include "model/engine/cpu_gemv.h"
 #include "model/engine/gpt_neox.h"
 #include "model/policy_spec.h"
@@ -102,6 +105,8 @@ double MeasureBandwidth() {
 int Main(int argc, char** argv) {
   std::string model_dir;
   int threads = 2, repeats = 5, warmup = 2;
+  std::vector<std::string> dtypes = {"float32", "float16", "bfloat16"};
+  std::vector<std::string> case_keys = {"ttft512", "ttft2048", "tpot0", "tpot512"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -112,7 +117,13 @@ int Main(int argc, char** argv) {
     else if (a == "--threads") threads = std::atoi(next().c_str());
     else if (a == "--repeats") repeats = std::atoi(next().c_str());
     else if (a == "--warmup") warmup = std::atoi(next().c_str());
-    else { std::fprintf(stderr, "usage: engine_bench --model DIR [--threads N] [--repeats N] [--warmup N]\n"); return 2; }
+    else if (a == "--dtypes") dtypes = absl::StrSplit(next(), ',');
+    else if (a == "--cases") case_keys = absl::StrSplit(next(), ',');
+    else {
+      std::fprintf(stderr, "usage: engine_bench --model DIR [--threads N] [--repeats N] [--warmup N] "
+                           "[--dtypes float32,float16,bfloat16] [--cases ttft512,ttft2048,tpot0,tpot512]\n");
+      return 2;
+    }
   }
   if (model_dir.empty()) { std::fprintf(stderr, "engine_bench: --model DIR is required\n"); return 2; }
   at::set_num_threads(threads);
@@ -124,8 +135,10 @@ int Main(int argc, char** argv) {
   auto policy = ParsePolicySpec("full");
   std::printf("| weights | case | metric | median | p10-p90 | N | floor (weights/bandwidth) |\n");
   std::printf("| --- | --- | --- | ---: | ---: | ---: | ---: |\n");
-  for (const char* dtype_name : {"float32", "float16", "bfloat16"}) {
-    auto dtype = ParseDtype(dtype_name);
+  for (const std::string& dtype_string : dtypes) {
+    const char* dtype_name = dtype_string.c_str();
+    auto dtype = ParseDtype(dtype_string);
+    if (!dtype.ok()) { std::fprintf(stderr, "engine_bench: %s\n", dtype.status().ToString().c_str()); return 2; }
     auto model = GptNeoxModel::Load(model_dir, *dtype, torch::Device(torch::kCPU));
     if (!model.ok()) { std::fprintf(stderr, "engine_bench: %s\n", model.status().ToString().c_str()); return 1; }
     const auto& c = (*model)->config();
@@ -152,12 +165,13 @@ int Main(int argc, char** argv) {
                   bytes / 1e6, bytes / (s.median / 1e3) / 1e9, s.median, s.p10, s.p90, s.n,
                   bytes / (gbps * 1e9) * 1e3);
     }
-    struct Case { const char* name; int64_t prompt; int64_t new_tokens; const char* metric; };
-    const Case cases[] = {{"TTFT, 512-token prompt", 512, 2, "ttft_ms"},
-                          {"TTFT, 2048-token prompt", 2048, 2, "ttft_ms"},
-                          {"TPOT, 128 tokens from an empty cache", 1, 129, "tpot_ms"},
-                          {"TPOT, 128 tokens after a 512-token prompt", 512, 128, "tpot_ms"}};
+    struct Case { const char* key; const char* name; int64_t prompt; int64_t new_tokens; const char* metric; };
+    const Case cases[] = {{"ttft512", "TTFT, 512-token prompt", 512, 2, "ttft_ms"},
+                          {"ttft2048", "TTFT, 2048-token prompt", 2048, 2, "ttft_ms"},
+                          {"tpot0", "TPOT, 128 tokens from an empty cache", 1, 129, "tpot_ms"},
+                          {"tpot512", "TPOT, 128 tokens after a 512-token prompt", 512, 128, "tpot_ms"}};
     for (const Case& cs : cases) {
+      if (std::find(case_keys.begin(), case_keys.end(), cs.key) == case_keys.end()) continue;
       std::vector<int64_t> prompt(cs.prompt);
       for (int64_t i = 0; i < cs.prompt; ++i) prompt[i] = (i * 7919 + 13) % 50000;
       GenerationTimingOptions o;
@@ -180,4 +194,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace kvgrid
 
-int main(int argc, char** argv) { return kvgrid::Main(argc, argv); }
+int main(int argc, char** argv) {
+  kvgrid::RetainFreedMemoryForReuse();
+  return kvgrid::Main(argc, argv);
+}

@@ -40,6 +40,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/malloc_tuning.h"
 #include "model/engine/gpt_neox.h"
 #include "model/policy_spec.h"
 #include "model/tokenizer/tokenizer.h"
@@ -475,4 +476,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace kvgrid
 
-int main(int argc, char** argv) { return kvgrid::Main(argc, argv); }
+int main(int argc, char** argv) {
+  kvgrid::RetainFreedMemoryForReuse();
+  return kvgrid::Main(argc, argv);
+}

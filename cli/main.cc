@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "cli/command_registry.h"
+#include "common/malloc_tuning.h"
 
 namespace kvgrid::cli {
 std::vector<CommandRegistration>& CommandRegistry() {
@@ -15,6 +16,7 @@ std::vector<CommandRegistration>& CommandRegistry() {
 }  // namespace kvgrid::cli
 
 int main(int argc, char** argv) {
+  kvgrid::RetainFreedMemoryForReuse();
   CLI::App app{"kvgrid: KV-cache compression experiments on Pythia (GPT-NeoX)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "kvgrid 0.1.0");

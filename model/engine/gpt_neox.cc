@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "absl/strings/match.h"
@@ -252,6 +253,17 @@ void GptNeoxModel::RotaryCosSin(int64_t position, int64_t i, float* c, float* s)
   *s = std::sin(angle);
 }
 
+void GptNeoxModel::RotateHeadCpu(float* x, int64_t position) const {
+  const int64_t half = config_.rotary_dims() / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    float c, s;
+    RotaryCosSin(position, i, &c, &s);
+    const float x1 = x[i], x2 = x[i + half];
+    x[i] = x1 * c - x2 * s;
+    x[i + half] = x2 * c + x1 * s;
+  }
+}
+
 torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv,
                                                int64_t rotary_position, int64_t text_position,
                                                KvCache& cache, torch::Tensor* probs,
@@ -261,22 +273,14 @@ torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tenso
   const bool shifted = cache.mode() == PositionMode::kShifted;
   const int64_t half = r / 2;
   // Rotary on q (and, unless keys are cached before rotary, k) of every head at
-  // `rotary_position` (NeoX half split: pairs i and i + r/2).
-  for (int64_t i = 0; i < half; ++i) {
-    float c, s;
-    RotaryCosSin(rotary_position, i, &c, &s);
-    for (int64_t h = 0; h < H; ++h) {
-      for (int part = 0; part < (shifted ? 1 : 2); ++part) {
-        float* x = p + h * 3 * d + part * d;
-        const float x1 = x[i], x2 = x[i + half];
-        x[i] = x1 * c - x2 * s;
-        x[i + half] = x2 * c + x1 * s;
-      }
-    }
+  // `rotary_position`.
+  for (int64_t h = 0; h < H; ++h) {
+    RotateHeadCpu(p + h * 3 * d, rotary_position);
+    if (!shifted) RotateHeadCpu(p + h * 3 * d + d, rotary_position);
   }
   LayerCache& lc = cache.layer(layer);
   // The cache records the true text position, whatever position the key was rotated at.
-  cache.AppendOneCpu(layer, p + d, p + 2 * d, 3 * d, text_position);
+  cache.AppendCpu(layer, p + d, p + 2 * d, 1, H * 3 * d, 3 * d, &text_position);
   // Shifted (pos-shift): cached keys are pre-rotary and key j sits at slot j, so the score uses
   // R(j)k_j without materialising the rotated cache: only the first r dims are rotated, and the
   // cos/sin of slot j never change (RotaryCosSin's table).
@@ -324,6 +328,86 @@ torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tenso
   return out;
 }
 
+torch::Tensor GptNeoxModel::PrefillAttentionCpu(int64_t layer, const torch::Tensor& qkv,
+                                                const torch::Tensor& text_positions, KvCache& cache,
+                                                bool keep_probs, torch::Tensor* probs,
+                                                torch::Tensor* q_out, torch::Tensor* keys_out) {
+  const int64_t H = config_.num_heads, d = config_.head_dim(), m = qkv.size(1);
+  const float* p = qkv.data_ptr<float>();  // [m][H][q k v][d]
+  const int64_t* pos = text_positions.data_ptr<int64_t>();
+  LayerCache& lc = cache.layer(layer);
+  const int64_t before = lc.length;
+  const PositionMode mode = cache.mode();
+  cache.AppendCpu(layer, p + d, p + 2 * d, m, H * 3 * d, 3 * d, pos);
+  const int64_t n = lc.length, cap = lc.capacity();
+  float* keys = lc.keys.data_ptr<float>();
+  float* values = lc.values.data_ptr<float>();
+  // Queries to [H][m][d], rotated; new keys rotated in place in the cache (in shifted mode the
+  // cache keeps them before rotary). Rotation is at the true position, or at the cache slot.
+  torch::Tensor q = torch::empty({1, H, m, d}, torch::kFloat32);
+  float* Q = q.data_ptr<float>();
+  at::parallel_for(0, m, 32, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t at = mode == PositionMode::kOriginal ? pos[t] : before + t;
+      for (int64_t h = 0; h < H; ++h) {
+        float* qh = Q + (h * m + t) * d;
+        std::memcpy(qh, p + (t * H + h) * 3 * d, d * sizeof(float));
+        RotateHeadCpu(qh, at);
+        if (mode != PositionMode::kShifted) RotateHeadCpu(keys + (h * cap + before + t) * d, at);
+      }
+    }
+  });
+  // Shifted (pos-shift): every cached key is attended rotated at its slot index.
+  torch::Tensor attended = lc.K();
+  const float* K = keys;
+  int64_t key_rows = cap;  // rows between heads in K
+  if (mode == PositionMode::kShifted) {
+    attended = lc.K().clone();
+    float* R = attended.data_ptr<float>();
+    at::parallel_for(0, n, 64, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        for (int64_t h = 0; h < H; ++h) RotateHeadCpu(R + (h * n + j) * d, j);
+      }
+    });
+    K = R;
+    key_rows = n;
+  }
+  torch::Tensor out = torch::empty({1, m, H * d}, torch::kFloat32);
+  float* O = out.data_ptr<float>();
+  if (keep_probs) *probs = torch::zeros({1, H, m, n}, torch::kFloat32);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const float lowest = std::numeric_limits<float>::lowest();
+  const int64_t block = 128, blocks = (m + block - 1) / block;
+  // Tasks in head-major order: the pool's contiguous split gives each thread whole heads, so
+  // the short early blocks and long late blocks balance.
+  at::parallel_for(0, H * blocks, 1, [&](int64_t a, int64_t b) {
+    std::vector<float> scratch(std::min(block, m) * n);
+    for (int64_t task = a; task < b; ++task) {
+      const int64_t h = task / blocks, q0 = (task % blocks) * block;
+      const int64_t rows = std::min(block, m - q0);
+      const int64_t visible = before + q0 + rows;  // keys the block's last query may see
+      auto scores = torch::from_blob(scratch.data(), {rows, visible});
+      auto q_block = torch::from_blob(Q + (h * m + q0) * d, {rows, d});
+      auto k_head = torch::from_blob(const_cast<float*>(K) + h * key_rows * d, {visible, d});
+      at::addmm_out(scores, scores, q_block, k_head.t(), /*beta=*/0, /*alpha=*/scale);
+      // Causal mask: query i of the block sees keys up to slot before + q0 + i. Masked scores
+      // are the lowest float, so exp() makes them exactly 0 as in Hugging Face's eager path.
+      for (int64_t i = 0; i < rows; ++i) {
+        float* row = scratch.data() + i * visible;
+        std::fill(row + before + q0 + i + 1, row + visible, lowest);
+      }
+      at::_softmax_out(scores, scores, 1, false);
+      auto v_head = torch::from_blob(values + h * cap * d, {visible, d});
+      auto o_block = torch::from_blob(O + q0 * H * d + h * d, {rows, d}, {H * d, 1});
+      at::mm_out(o_block, scores, v_head);
+      if (keep_probs) probs->select(1, h).squeeze(0).narrow(0, q0, rows).narrow(1, 0, visible).copy_(scores);
+    }
+  });
+  *q_out = q;
+  *keys_out = attended;
+  return out;
+}
+
 void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache,
                                KvPolicy* policy, ForwardStats* stats, const torch::Tensor& keys,
                                const torch::Tensor& q, const torch::Tensor& probs) {
@@ -368,7 +452,19 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   LayerCache& lc = cache.layer(layer);
   const int64_t before = lc.length;
   lc.has_padding = lc.has_padding || padded;
-  if (device_.is_cpu() && B == 1 && m == 1 && compute_dtype_ == torch::kFloat32 && !lc.has_padding) {
+  const bool fused_cpu = fused_cpu_attention_ && device_.is_cpu() && B == 1 &&
+                         compute_dtype_ == torch::kFloat32 && !lc.has_padding;
+  if (fused_cpu && m > 1) {
+    auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
+    auto positions = req.positions.to(torch::kCPU).contiguous().view({m});
+    const bool keep_probs = policy != nullptr && req.evict && policy->NeedsAttention();
+    torch::Tensor probs, q, keys;
+    auto out = PrefillAttentionCpu(layer, qkv, positions, cache, keep_probs, &probs, &q, &keys);
+    if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, lc.length);
+    if (policy != nullptr && req.evict) ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
+    return Linear(out, w.dense_w, w.dense_b);
+  }
+  if (fused_cpu && m == 1) {
     auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
     // Rotation at the true position, or at the cache slot in shifted/rerotate mode.
     const int64_t text_position = req.positions.to(torch::kCPU).data_ptr<int64_t>()[0];
@@ -459,7 +555,8 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
 
 torch::Tensor GptNeoxModel::Mlp(const LayerWeights& w, const torch::Tensor& x) const {
   auto hdn = Linear(x, w.fc_in_w, w.fc_in_b);
-  hdn = config_.hidden_act == "gelu" ? torch::gelu(hdn) : torch::gelu(hdn, "tanh");
+  // In place: hdn is this function's own fresh tensor (no 4 MB allocation per layer at prefill).
+  torch::gelu_(hdn, config_.hidden_act == "gelu" ? "none" : "tanh");
   return Linear(hdn, w.fc_out_w, w.fc_out_b);
 }
 
@@ -494,11 +591,11 @@ absl::StatusOr<ForwardOutput> GptNeoxModel::Forward(const ForwardRequest& req, K
       auto attn = Attention(l, ln1, req, padded, cache, policy, stats);
       if (config_.parallel_residual) {
         auto ln2 = torch::layer_norm(x, {h}, to_c(w.ln2_w), to_c(w.ln2_b), config_.layer_norm_eps);
-        x = Mlp(w, ln2) + attn + x;
+        x = Mlp(w, ln2).add_(attn).add_(x);  // (mlp + attn) + x, Hugging Face's order, in place
       } else {
-        auto res = attn + x;
+        auto res = attn.add_(x);
         auto ln2 = torch::layer_norm(res, {h}, to_c(w.ln2_w), to_c(w.ln2_b), config_.layer_norm_eps);
-        x = Mlp(w, ln2) + res;
+        x = Mlp(w, ln2).add_(res);
       }
       if (capture_hidden && l + 1 < config_.num_layers) out.hidden.push_back(x);
     }

@@ -72,6 +72,11 @@ class GptNeoxModel {
 
   KvCache NewCache(int64_t batch, PositionMode mode) const;
 
+  // Batch-1 float32 CPU attention runs in fused kernels (DecodeAttentionCpu, PrefillAttentionCpu)
+  // unless this is turned off; off, every forward takes the generic tensor-op path. Both compute
+  // the same math: the switch exists so tests and benchmarks can compare them side by side.
+  void set_fused_cpu_attention(bool enabled) { fused_cpu_attention_ = enabled; }
+
   // One forward over req.ids with `cache` (appended to; pruned by `policy` if given).
   absl::StatusOr<ForwardOutput> Forward(const ForwardRequest& req, KvCache& cache,
                                         KvPolicy* policy = nullptr, ForwardStats* stats = nullptr,
@@ -89,8 +94,19 @@ class GptNeoxModel {
   torch::Tensor DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv, int64_t rotary_position,
                                    int64_t text_position, KvCache& cache, torch::Tensor* probs,
                                    torch::Tensor* q_out);
+  // Batch-1 float32 CPU attention for m new tokens (prefill, a chunk of it, a PPL window) with
+  // no padding, any positional mode: q/k rotation, cache append, then per (head, 128-query
+  // block) one GEMM for the scores, the causal mask on the diagonal block only, softmax in place
+  // and one GEMM into the output's final [1,m,H*d] layout. Sets *q_out [1,H,m,d] (rotated), *keys
+  // (as attended) and, when keep_probs, *probs [1,H,m,n].
+  torch::Tensor PrefillAttentionCpu(int64_t layer, const torch::Tensor& qkv,
+                                    const torch::Tensor& text_positions, KvCache& cache,
+                                    bool keep_probs, torch::Tensor* probs, torch::Tensor* q_out,
+                                    torch::Tensor* keys);
   // cos/sin of rotary pair i at `position` (table for trained positions, computed past it).
   void RotaryCosSin(int64_t position, int64_t i, float* c, float* s) const;
+  // Rotates one head vector x[0..d) in place to `position` (NeoX half split on the first r dims).
+  void RotateHeadCpu(float* x, int64_t position) const;
   void ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache, KvPolicy* policy,
                    ForwardStats* stats, const torch::Tensor& keys, const torch::Tensor& q,
                    const torch::Tensor& probs);
@@ -107,6 +123,7 @@ class GptNeoxModel {
   std::vector<float> inv_freq_host_;  // the same values, for the CPU decode path
   std::vector<float> slot_cos_, slot_sin_;  // [position][r/2] rotary table (RotaryCosSin)
   std::shared_ptr<SafetensorsFile> file_;  // keeps memory-mapped weights alive
+  bool fused_cpu_attention_ = true;
 };
 
 // Parses "float32|float16|bfloat16" and "cpu|cuda|cuda:N" with clear errors.

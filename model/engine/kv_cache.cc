@@ -71,21 +71,26 @@ void KvCache::Append(int64_t layer, const torch::Tensor& k, const torch::Tensor&
   lc.length += m;
 }
 
-void KvCache::AppendOneCpu(int64_t layer, const float* k, const float* v, int64_t stride,
-                           int64_t position) {
+void KvCache::AppendCpu(int64_t layer, const float* k, const float* v, int64_t m,
+                        int64_t token_stride, int64_t head_stride, const int64_t* positions) {
   LayerCache& lc = layers_[layer];
-  Grow(lc, lc.length + 1);
-  const int64_t cap = lc.capacity(), slot = lc.length;
+  Grow(lc, lc.length + m);
+  const int64_t cap = lc.capacity(), first = lc.length;
   float* keys = lc.keys.data_ptr<float>();
   float* values = lc.values.data_ptr<float>();
-  int64_t* positions = lc.positions.data_ptr<int64_t>();
-  for (int64_t h = 0; h < heads_; ++h) {
-    std::memcpy(keys + (h * cap + slot) * head_dim_, k + h * stride, head_dim_ * sizeof(float));
-    std::memcpy(values + (h * cap + slot) * head_dim_, v + h * stride, head_dim_ * sizeof(float));
-    positions[h * cap + slot] = position;
+  int64_t* slot_positions = lc.positions.data_ptr<int64_t>();
+  bool* valid = lc.valid.data_ptr<bool>();
+  for (int64_t t = 0; t < m; ++t) {
+    const int64_t slot = first + t;
+    for (int64_t h = 0; h < heads_; ++h) {
+      const int64_t from = t * token_stride + h * head_stride;
+      std::memcpy(keys + (h * cap + slot) * head_dim_, k + from, head_dim_ * sizeof(float));
+      std::memcpy(values + (h * cap + slot) * head_dim_, v + from, head_dim_ * sizeof(float));
+      slot_positions[h * cap + slot] = positions[t];
+    }
+    valid[slot] = true;
   }
-  lc.valid.data_ptr<bool>()[slot] = true;
-  lc.length += 1;
+  lc.length += m;
 }
 
 // Batch-1 CPU compaction in place: kept slots are ascending, so slot keep[j] >= j and moving

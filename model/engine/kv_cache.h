@@ -47,10 +47,11 @@ class KvCache {
   // Appends m new entries to `layer`: k, v [B,H,m,d], positions [B,m] int64, valid [B,m] bool.
   void Append(int64_t layer, const torch::Tensor& k, const torch::Tensor& v,
               const torch::Tensor& positions, const torch::Tensor& valid);
-  // Batch-1 float32 CPU append of one token: k and v point at H head vectors of d floats, `stride`
-  // floats apart (the fused QKV row). Same effect as Append() without building tensors.
-  void AppendOneCpu(int64_t layer, const float* k, const float* v, int64_t stride,
-                    int64_t position);
+  // Batch-1 float32 CPU append of m tokens straight from the fused QKV rows: head h of token t
+  // is at k + t * token_stride + h * head_stride (d floats; likewise v); positions[t] is token
+  // t's true text position. Same effect as Append() without building tensors.
+  void AppendCpu(int64_t layer, const float* k, const float* v, int64_t m, int64_t token_stride,
+                 int64_t head_stride, const int64_t* positions);
   // Keeps the slots `keep` ([B,H,k] int64, ascending per head) and compacts them to [0,k).
   // Storage is shrunk when the cache is much smaller than its capacity, so memory is freed.
   void Keep(int64_t layer, const torch::Tensor& keep);

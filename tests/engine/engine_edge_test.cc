@@ -93,6 +93,87 @@ TEST(KvCacheMemory, BoundedPolicyKeepsAllocatedBytesFlat) {
   EXPECT_GT(full_long, full_short);
 }
 
+// SinkWindow that also records what each layer's view showed it (queries, keys, probabilities).
+class RecordingSinkWindow : public SinkWindow {
+ public:
+  using SinkWindow::SinkWindow;
+  bool NeedsAttention() const override { return true; }
+  torch::Tensor SelectKeep(const LayerView& v) override {
+    seen.push_back({v.queries.clone(), v.keys.clone(), v.probs.clone()});
+    return SinkWindow::SelectKeep(v);
+  }
+  std::vector<std::vector<torch::Tensor>> seen;
+};
+
+struct ChunkedRun {
+  std::vector<torch::Tensor> logits;  // per forward, every row
+  std::vector<torch::Tensor> cache;   // per layer: keys, values, positions
+};
+
+// A 170-token prefill (more than one 128-query block), a 130-token chunk on top of it, then ten
+// one-token steps, with every row's logits.
+ChunkedRun RunChunked(GptNeoxModel& model, PositionMode mode, KvPolicy* policy) {
+  auto ids = SomeIds(310);
+  KvCache cache = model.NewCache(1, mode);
+  ChunkedRun run;
+  int64_t start = 0;
+  for (int64_t len : {170, 130, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}) {
+    ForwardRequest req;
+    req.ids = torch::tensor(std::vector<int64_t>(ids.begin() + start, ids.begin() + start + len)).view({1, len});
+    req.positions = torch::arange(start, start + len).view({1, len});
+    req.logits = LogitsRows::kAll;
+    req.phase = start == 0 ? ForwardPhase::kPrefill : ForwardPhase::kDecode;
+    req.tokens_seen = start;
+    req.prompt_length = 170;
+    auto out = model.Forward(req, cache, policy);
+    EXPECT_TRUE(out.ok()) << out.status();
+    run.logits.push_back(out->logits);
+    start += len;
+  }
+  for (int64_t l = 0; l < cache.num_layers(); ++l) {
+    const LayerCache& lc = cache.layer(l);
+    run.cache.push_back(lc.K().clone());
+    run.cache.push_back(lc.V().clone());
+    run.cache.push_back(lc.Positions().to(torch::kFloat32));
+  }
+  return run;
+}
+
+double MaxDiff(const torch::Tensor& a, const torch::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a - b).abs().max().item<double>();
+}
+
+// The batch-1 float32 CPU kernels (PrefillAttentionCpu, DecodeAttentionCpu) against the generic
+// tensor-op path, in every positional mode, with and without a policy that evicts and reads the
+// queries, keys and attention probabilities it is shown.
+TEST(FusedCpuAttention, MatchesGenericPathInEveryModeWithChunksAndEviction) {
+  auto model = Load();
+  for (PositionMode mode : {PositionMode::kOriginal, PositionMode::kShifted, PositionMode::kRerotate}) {
+    for (bool evict : {false, true}) {
+      SCOPED_TRACE(std::string(PositionModeName(mode)) + (evict ? " with eviction" : ""));
+      RecordingSinkWindow fused_policy(4, 100), generic_policy(4, 100);
+      model->set_fused_cpu_attention(true);
+      ChunkedRun fused = RunChunked(*model, mode, evict ? &fused_policy : nullptr);
+      model->set_fused_cpu_attention(false);
+      ChunkedRun generic = RunChunked(*model, mode, evict ? &generic_policy : nullptr);
+      model->set_fused_cpu_attention(true);
+      ASSERT_EQ(fused.logits.size(), generic.logits.size());
+      for (size_t i = 0; i < fused.logits.size(); ++i) EXPECT_LT(MaxDiff(fused.logits[i], generic.logits[i]), 1e-4) << "forward " << i;
+      ASSERT_EQ(fused.cache.size(), generic.cache.size());
+      for (size_t i = 0; i < fused.cache.size(); ++i) EXPECT_LT(MaxDiff(fused.cache[i], generic.cache[i]), 1e-5) << "cache tensor " << i;
+      ASSERT_EQ(fused_policy.seen.size(), generic_policy.seen.size());
+      for (size_t i = 0; i < fused_policy.seen.size(); ++i) {
+        for (size_t j = 0; j < 3; ++j) EXPECT_LT(MaxDiff(fused_policy.seen[i][j], generic_policy.seen[i][j]), 1e-5) << "view " << i << " part " << j;
+      }
+      if (evict) {
+        EXPECT_EQ(fused_policy.seen.size(), 12u * model->config().num_layers);
+        EXPECT_EQ(fused.cache[0].size(2), 104);  // 4 sinks + 100 recent kept
+      }
+    }
+  }
+}
+
 TEST(BadInput, IdsOutOfVocabularyAreAnError) {
   auto model = Load();
   KvCache cache = model->NewCache(1, PositionMode::kOriginal);
