@@ -1,15 +1,20 @@
 // engine_bench: the engine's speed on this CPU, as a table (a program, not a test).
 //
 //   build/bench/engine_bench --model DIR [--threads 2] [--repeats 5] [--warmup 2]
-//                            [--dtypes float32,float16,bfloat16] [--cases ttft512,ttft2048,tpot0,tpot512]
+//                            [--dtypes float32,float16,bfloat16]
+//                            [--cases ttft512,ttft512-generic,ttft2048,tpot0,tpot512]
 //
 // DIR is any Pythia-shaped checkpoint; for speed work a random one is as good as the real one:
 //   build/kvgrid init-random-model --preset pythia-70m --out /tmp/pythia-70m-random
 // For float32, float16 and bfloat16 weights it measures, through the same code as `kvgrid bench`
 // (worker/workloads/generation_timing): TTFT for 512- and 2048-token prompts, TPOT over 128 new
-// tokens from an empty cache (1-token prompt) and after a 512-token prompt; median, p10-p90 and
-// N. It also measures this machine's memory read bandwidth and the time of one LM-head
-// matrix-vector product, and prints the floor "weights read per token / bandwidth" next to TPOT.
+// tokens from an empty cache (1-token prompt) and after a 512-token prompt; median, spread and
+// N (spread: p10-p90 from 10 samples up, else min-max; reports/statistics.h). For float32 it
+// also times the 512-token prompt through the generic tensor-op attention path (the fused CPU
+// kernels off), side by side. It measures this machine's memory read bandwidth and the time of
+// one LM-head matrix-vector product, and prints floors: "weights read per token / bandwidth"
+// next to TPOT, and the float32 weight GEMMs of a 512-token prefill alone, timed in the same
+// run, next to TTFT at 512.
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <torch/torch.h>
@@ -21,11 +26,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/malloc_tuning.h"
 #include "model/engine/cpu_gemv.h"
 #include "model/engine/gpt_neox.h"
 #include "model/policy_spec.h"
+#include "reports/statistics.h"
 #include "worker/workloads/generation_timing.h"
 
 namespace kvgrid {
@@ -34,23 +41,6 @@ namespace {
 double NowMs() {
   return std::chrono::duration<double, std::milli>(
              std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-struct Summary {
-  double median = 0, p10 = 0, p90 = 0;
-  size_t n = 0;
-};
-
-Summary Summarise(std::vector<double> v) {
-  Summary s;
-  s.n = v.size();
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  auto at = [&](double q) { return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)]; };
-  s.median = Median(v);
-  s.p10 = at(0.1);
-  s.p90 = at(0.9);
-  return s;
 }
 
 // Sum of p[0..n) with AVX2 (4 chains of 8 floats) when the CPU has it: fast enough to be bound
@@ -106,7 +96,7 @@ int Main(int argc, char** argv) {
   std::string model_dir;
   int threads = 2, repeats = 5, warmup = 2;
   std::vector<std::string> dtypes = {"float32", "float16", "bfloat16"};
-  std::vector<std::string> case_keys = {"ttft512", "ttft2048", "tpot0", "tpot512"};
+  std::vector<std::string> case_keys = {"ttft512", "ttft512-generic", "ttft2048", "tpot0", "tpot512"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -121,7 +111,7 @@ int Main(int argc, char** argv) {
     else if (a == "--cases") case_keys = absl::StrSplit(next(), ',');
     else {
       std::fprintf(stderr, "usage: engine_bench --model DIR [--threads N] [--repeats N] [--warmup N] "
-                           "[--dtypes float32,float16,bfloat16] [--cases ttft512,ttft2048,tpot0,tpot512]\n");
+                           "[--dtypes float32,float16,bfloat16] [--cases ttft512,ttft512-generic,ttft2048,tpot0,tpot512]\n");
       return 2;
     }
   }
@@ -133,7 +123,7 @@ int Main(int argc, char** argv) {
   std::printf("memory read bandwidth: %.1f GB/s (best of 5, 512 MiB, %d threads)\n\n", gbps, threads);
 
   auto policy = ParsePolicySpec("full");
-  std::printf("| weights | case | metric | median | p10-p90 | N | floor (weights/bandwidth) |\n");
+  std::printf("| weights | case | metric | median | spread | N | floor |\n");
   std::printf("| --- | --- | --- | ---: | ---: | ---: | ---: |\n");
   for (const std::string& dtype_string : dtypes) {
     const char* dtype_name = dtype_string.c_str();
@@ -158,20 +148,59 @@ int Main(int argc, char** argv) {
         torch::Tensor y = CpuGemv(w, x, torch::Tensor());
         if (r >= warmup) ms.push_back(NowMs() - t0);
       }
-      Summary s = Summarise(ms);
+      reports::Summary s = reports::Summarize(ms);
       const double bytes = static_cast<double>(w.numel()) * w.element_size();
-      std::printf("| %s | LM head gemv %lldx%lld (%.0f MB; %.1f GB/s) | ms | %.3f | %.3f-%.3f | %zu | %.3f |\n",
+      std::printf("| %s | LM head gemv %lldx%lld (%.0f MB; %.1f GB/s) | ms | %.3f | %.3f-%.3f | %lld | %.3f |\n",
                   dtype_name, static_cast<long long>(c.vocab_size), static_cast<long long>(h),
-                  bytes / 1e6, bytes / (s.median / 1e3) / 1e9, s.median, s.p10, s.p90, s.n,
+                  bytes / 1e6, bytes / (s.median / 1e3) / 1e9, s.median, s.SpreadLow(), s.SpreadHigh(), static_cast<long long>(s.n),
                   bytes / (gbps * 1e9) * 1e3);
     }
-    struct Case { const char* key; const char* name; int64_t prompt; int64_t new_tokens; const char* metric; };
+    // The weight GEMMs of a 512-token prefill alone (every layer's four linears through
+    // torch::linear, float32): the floor under TTFT at 512, measured now, since this VM's
+    // GEMM throughput drifts by up to 20% between minutes.
+    double gemm_floor_ms = 0;
+    if (*dtype == torch::kFloat32 &&
+        std::find(case_keys.begin(), case_keys.end(), "ttft512") != case_keys.end()) {
+      const int64_t inter = c.intermediate_size, rows = 512;
+      const std::vector<std::pair<int64_t, int64_t>> shapes = {{3 * h, h}, {h, h}, {inter, h}, {h, inter}};
+      std::vector<torch::Tensor> weights, inputs;
+      for (const auto& [out, in] : shapes) {
+        weights.push_back(torch::randn({out, in}));
+        inputs.push_back(torch::randn({rows, in}));
+      }
+      std::vector<double> ms;
+      for (int r = 0; r < repeats + warmup; ++r) {
+        const double t0 = NowMs();
+        for (int64_t l = 0; l < c.num_layers; ++l) {
+          for (size_t i = 0; i < shapes.size(); ++i) torch::Tensor y = torch::linear(inputs[i], weights[i]);
+        }
+        if (r >= warmup) ms.push_back(NowMs() - t0);
+      }
+      reports::Summary s = reports::Summarize(ms);
+      gemm_floor_ms = s.median;
+      const double gflop = 2.0 * rows * c.num_layers * (4 * h * h + 2 * h * inter) / 1e9;
+      std::printf("| %s | weight GEMMs of a 512-token prefill alone (%.1f GFLOP; %.0f GFLOP/s) | ms | %.2f | %.2f-%.2f | %lld |  |\n",
+                  dtype_name, gflop, gflop / (s.median / 1e3), s.median, s.SpreadLow(), s.SpreadHigh(),
+                  static_cast<long long>(s.n));
+    }
+    struct Case {
+      const char* key;
+      const char* name;
+      int64_t prompt;
+      int64_t new_tokens;
+      const char* metric;
+      bool generic_attention = false;
+    };
     const Case cases[] = {{"ttft512", "TTFT, 512-token prompt", 512, 2, "ttft_ms"},
+                          {"ttft512-generic", "TTFT, 512-token prompt, generic attention path", 512, 2, "ttft_ms", true},
                           {"ttft2048", "TTFT, 2048-token prompt", 2048, 2, "ttft_ms"},
                           {"tpot0", "TPOT, 128 tokens from an empty cache", 1, 129, "tpot_ms"},
                           {"tpot512", "TPOT, 128 tokens after a 512-token prompt", 512, 128, "tpot_ms"}};
     for (const Case& cs : cases) {
       if (std::find(case_keys.begin(), case_keys.end(), cs.key) == case_keys.end()) continue;
+      // The generic path only differs from the fused kernels in float32 compute.
+      if (cs.generic_attention && *dtype != torch::kFloat32) continue;
+      (*model)->set_fused_cpu_attention(!cs.generic_attention);
       std::vector<int64_t> prompt(cs.prompt);
       for (int64_t i = 0; i < cs.prompt; ++i) prompt[i] = (i * 7919 + 13) % 50000;
       GenerationTimingOptions o;
@@ -182,10 +211,15 @@ int Main(int argc, char** argv) {
       if (!r.ok()) { std::fprintf(stderr, "engine_bench: %s\n", r.status().ToString().c_str()); return 1; }
       std::vector<double> samples;
       for (const auto& s : r->samples) if (s.name == cs.metric) samples = s.values;
-      Summary s = Summarise(samples);
-      const bool tpot = std::string(cs.metric) == "tpot_ms";
-      std::printf("| %s | %s | ms | %.2f | %.2f-%.2f | %zu | %s |\n", dtype_name, cs.name, s.median,
-                  s.p10, s.p90, s.n, tpot ? std::to_string(floor_ms).substr(0, 5).c_str() : "");
+      reports::Summary s = reports::Summarize(samples);
+      // Floor: weights / bandwidth under TPOT; the weight GEMMs alone under TTFT at 512.
+      std::string floor_cell;
+      if (std::string(cs.metric) == "tpot_ms") floor_cell = absl::StrFormat("%.2f", floor_ms);
+      if (cs.prompt == 512 && std::string(cs.metric) == "ttft_ms" && gemm_floor_ms > 0) {
+        floor_cell = absl::StrFormat("%.2f (GEMMs)", gemm_floor_ms);
+      }
+      std::printf("| %s | %s | ms | %.2f | %.2f-%.2f | %lld | %s |\n", dtype_name, cs.name, s.median,
+                  s.SpreadLow(), s.SpreadHigh(), static_cast<long long>(s.n), floor_cell.c_str());
     }
   }
   return 0;
