@@ -10,4 +10,9 @@ namespace kvgrid {
 // freed is kept by the process (its peak RSS does not change). glibc only; no-op elsewhere.
 void RetainFreedMemoryForReuse();
 
+// Returns the free memory the heap retained to the kernel (malloc_trim), so that the resident set
+// holds only live data again. Generation timing calls it once at the start of each run, so that
+// one run's retained activations do not count in the next run's peak RSS.
+void ReleaseRetainedMemory();
+
 }  // namespace kvgrid

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/malloc_tuning.h"
 #include "common/status_macros.h"
 #include "model/engine/generate.h"
 #include "model/engine/kv_policy.h"
@@ -50,6 +51,10 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   sp.ignore_eos = true;
   sp.max_new_tokens = o.new_tokens;
 
+  // Free memory an earlier run left in the heap (RetainFreedMemoryForReuse) goes back to the
+  // kernel first, so this run's peak RSS counts this run's memory. Not per repetition: warm-ups
+  // leave the heap holding this run's own activations, as in any steady-state measurement.
+  ReleaseRetainedMemory();
   std::vector<OneRun> runs;
   for (int64_t rep = 0; rep < o.warmup + o.repeats; ++rep) {
     std::unique_ptr<KvPolicy> policy;
