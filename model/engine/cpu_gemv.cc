@@ -5,6 +5,7 @@
 #include <c10/util/Half.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -62,6 +63,32 @@ KVGRID_AVX2 float DotAvx2(const T* row, const float* x, int64_t n) {
   return s;
 }
 
+// out[0..d) = sum_j p[j] * V[j * d ..]: 64 columns at a time in 8 independent accumulators (one
+// pass over V for d <= 64, as in Pythia's heads), so the FMAs are not latency-bound.
+KVGRID_AVX2 void WeightedSumAvx2(const float* p, const float* V, int64_t n, int64_t d, float* out) {
+  int64_t e = 0;
+  for (; e + 64 <= d; e += 64) {
+    __m256 a[8];
+    for (auto& r : a) r = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; ++j) {
+      const __m256 w = _mm256_set1_ps(p[j]);
+      const float* v = V + j * d + e;
+      for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8 * r), a[r]);
+    }
+    for (int r = 0; r < 8; ++r) _mm256_storeu_ps(out + e + 8 * r, a[r]);
+  }
+  for (; e + 8 <= d; e += 8) {
+    __m256 a0 = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; ++j) a0 = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(V + j * d + e), a0);
+    _mm256_storeu_ps(out + e, a0);
+  }
+  for (; e < d; ++e) {
+    float acc = 0;
+    for (int64_t j = 0; j < n; ++j) acc += p[j] * V[j * d + e];
+    out[e] = acc;
+  }
+}
+
 bool HasAvx2() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                           __builtin_cpu_supports("f16c");
@@ -85,6 +112,30 @@ void GemvRows(const T* w, const float* x, const float* b, float* y, int64_t out,
 }
 
 }  // namespace
+
+void AttentionScoresF32(const float* q, const float* K, int64_t n, int64_t d, float scale,
+                        float* scores) {
+#if defined(__x86_64__)
+  if (HasAvx2()) {
+    for (int64_t j = 0; j < n; ++j) scores[j] = DotAvx2(K + j * d, q, d) * scale;
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < n; ++j) scores[j] = DotPortable(K + j * d, q, d) * scale;
+}
+
+void AttentionWeightedSumF32(const float* p, const float* V, int64_t n, int64_t d, float* out) {
+#if defined(__x86_64__)
+  if (HasAvx2()) {
+    WeightedSumAvx2(p, V, n, d, out);
+    return;
+  }
+#endif
+  std::fill(out, out + d, 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t e = 0; e < d; ++e) out[e] += p[j] * V[j * d + e];
+  }
+}
 
 torch::Tensor CpuGemv(const torch::Tensor& w, const torch::Tensor& x, const torch::Tensor& b) {
   TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && w.device().is_cpu(), "CpuGemv: bad weight");

@@ -13,4 +13,11 @@ namespace kvgrid {
 // Returns [out] in x's dtype when x is 16-bit, else float32.
 torch::Tensor CpuGemv(const torch::Tensor& w, const torch::Tensor& x, const torch::Tensor& b);
 
+// The two matrix-vector products of one query's attention over n cached rows of d floats (rows
+// d floats apart), single-threaded (callers split over heads), AVX2/FMA when available:
+// scores[j] = scale * dot(q, K[j]) for j < n, and out = sum_j p[j] * V[j].
+void AttentionScoresF32(const float* q, const float* K, int64_t n, int64_t d, float scale,
+                        float* scores);
+void AttentionWeightedSumF32(const float* p, const float* V, int64_t n, int64_t d, float* out);
+
 }  // namespace kvgrid

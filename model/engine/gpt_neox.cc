@@ -307,21 +307,17 @@ torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tenso
       const float* K = keys + h * cap * d;
       const float* V = values + h * cap * d;
       float* a = pr + h * n;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < n; ++j) {
-        a[j] = (shifted ? rotated_dot(q, K + j * d, j) : Dot(q, K + j * d, d)) * scale;
-        mx = std::max(mx, a[j]);
+      if (shifted) {
+        for (int64_t j = 0; j < n; ++j) a[j] = rotated_dot(q, K + j * d, j) * scale;
+      } else {
+        AttentionScoresF32(q, K, n, d, scale, a);
       }
+      const float mx = *std::max_element(a, a + n);
       float sum = 0;
       for (int64_t j = 0; j < n; ++j) sum += (a[j] = std::exp(a[j] - mx));
       const float inv = 1.0f / sum;
-      float* oh = o + h * d;
-      std::fill(oh, oh + d, 0.0f);
-      for (int64_t j = 0; j < n; ++j) {
-        a[j] *= inv;
-        const float* vj = V + j * d;
-        for (int64_t e = 0; e < d; ++e) oh[e] += a[j] * vj[e];
-      }
+      for (int64_t j = 0; j < n; ++j) a[j] *= inv;
+      AttentionWeightedSumF32(a, V, n, d, o + h * d);
     }
   });
   *q_out = qkv.view({1, 1, H, 3 * d}).permute({0, 2, 1, 3}).narrow(-1, 0, d);
