@@ -24,29 +24,13 @@ using testing::TempDir;
 std::string Fixture(const std::string& rel) { return std::string(KVGRID_FIXTURES_DIR) + "/" + rel; }
 
 // The fake server's pg19 book with newlines normalised (see fake_hub.py).
-std::string BookText() {
-  std::string s =
-      "The Project Gutenberg EBook of Reminiscences of Pioneer Days (kvgrid test copy)\n\n";
-  for (int i = 0; i < 400; ++i) {
-    s += "Line " + std::to_string(i) +
-         ": In the early days of St. Paul the river was the only road.\n";
-  }
-  return s;
-}
+std::string BookText() { return testing::FakeHubBook("\n"); }
 
-class DatasetTest : public ::testing::Test {
+class DatasetTest : public testing::FakeHubSuite {
  protected:
-  static void SetUpTestSuite() {
-    testing::ClearHubEnv();
-    hub_ = FakeHub::Start().release();
-  }
-  static void TearDownTestSuite() {
-    delete hub_;
-    hub_ = nullptr;
-  }
   void SetUp() override {
-    ASSERT_NE(hub_, nullptr) << "fake hub did not start";
-    ASSERT_TRUE(hub_->Control("reset"));
+    FakeHubSuite::SetUp();
+    if (HasFatalFailure()) return;
     testing::ClearHubEnv();
     ::setenv("KVGRID_WIKITEXT_URL", (hub_->endpoint() + "/wikitext-2-raw-v1.zip").c_str(), 1);
     ::setenv("KVGRID_PG19_URL_BASE", (hub_->endpoint() + "/pg19/").c_str(), 1);
@@ -61,12 +45,7 @@ class DatasetTest : public ::testing::Test {
     return r;
   }
   std::string WikitextCache() const { return tmp_.path() + "/datasets/wikitext-2-raw-v1/test.txt"; }
-
-  static FakeHub* hub_;
-  TempDir tmp_;
 };
-
-FakeHub* DatasetTest::hub_ = nullptr;
 
 TEST_F(DatasetTest, WikitextMatchesHuggingFaceRowsByteForByte) {
   auto text = LoadDatasetText(Request("wikitext-2-raw-v1"));

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -174,5 +175,39 @@ inline void ClearHubEnv() {
     ::unsetenv(v);
   }
 }
+
+// The pg19 book fake_hub.py serves (CRLF line ends on the wire); `newline` picks the line ends
+// the caller expects (the dataset loader normalises them to "\n").
+inline std::string FakeHubBook(const std::string& newline) {
+  std::string s = "The Project Gutenberg EBook of Reminiscences of Pioneer Days (kvgrid test copy)" +
+                  newline + newline;
+  for (int i = 0; i < 400; ++i) {
+    s += "Line " + std::to_string(i) + ": In the early days of St. Paul the river was the only road." +
+         newline;
+  }
+  return s;
+}
+
+// A GoogleTest suite sharing one fake Hub across its tests: started once with a clean
+// environment, reset before every test; every test gets a fresh temporary directory.
+class FakeHubSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ClearHubEnv();
+    hub_ = FakeHub::Start().release();
+  }
+  static void TearDownTestSuite() {
+    delete hub_;
+    hub_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(hub_, nullptr) << "fake hub did not start";
+    ASSERT_TRUE(hub_->Control("reset"));
+    ASSERT_FALSE(tmp_.path().empty());
+  }
+
+  static inline FakeHub* hub_ = nullptr;
+  TempDir tmp_;
+};
 
 }  // namespace kvgrid::testing

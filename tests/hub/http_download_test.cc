@@ -22,36 +22,13 @@ using testing::FakeHub;
 using testing::ReadAll;
 using testing::TempDir;
 
-// The fake server's pg19 book: CRLF lines (see fake_hub.py).
-std::string Book() {
-  std::string s =
-      "The Project Gutenberg EBook of Reminiscences of Pioneer Days (kvgrid test copy)\r\n\r\n";
-  for (int i = 0; i < 400; ++i) {
-    s += "Line " + std::to_string(i) +
-         ": In the early days of St. Paul the river was the only road.\r\n";
-  }
-  return s;
-}
+std::string Book() { return testing::FakeHubBook("\r\n"); }
 
-class HttpDownloadTest : public ::testing::Test {
+class HttpDownloadTest : public testing::FakeHubSuite {
  protected:
-  static void SetUpTestSuite() { hub_ = FakeHub::Start().release(); }
-  static void TearDownTestSuite() {
-    delete hub_;
-    hub_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_NE(hub_, nullptr) << "fake hub did not start";
-    ASSERT_TRUE(hub_->Control("reset"));
-  }
   std::string BookUrl() const { return hub_->endpoint() + "/pg19/test/10146.txt"; }
   std::string Dest() const { return tmp_.path() + "/sub/dir/book.txt"; }
-
-  static FakeHub* hub_;
-  TempDir tmp_;
 };
-
-FakeHub* HttpDownloadTest::hub_ = nullptr;
 
 TEST_F(HttpDownloadTest, DownloadsVerifiesAndPublishesAtomically) {
   const std::string book = Book();

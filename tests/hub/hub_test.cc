@@ -27,22 +27,8 @@ constexpr char kRepo[] = "EleutherAI/pythia-70m-deduped";
 
 std::string Fixture(const std::string& rel) { return std::string(KVGRID_FIXTURES_DIR) + "/" + rel; }
 
-class HubTest : public ::testing::Test {
+class HubTest : public testing::FakeHubSuite {
  protected:
-  static void SetUpTestSuite() {
-    testing::ClearHubEnv();
-    hub_ = FakeHub::Start().release();
-  }
-  static void TearDownTestSuite() {
-    delete hub_;
-    hub_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_NE(hub_, nullptr) << "fake hub did not start";
-    ASSERT_TRUE(hub_->Control("reset"));
-    ASSERT_FALSE(tmp_.path().empty());
-  }
-
   HubOptions Options() const {
     HubOptions o;
     o.endpoint = hub_->endpoint();
@@ -55,12 +41,7 @@ class HubTest : public ::testing::Test {
   std::string RepoRoot() const {
     return tmp_.path() + "/hub/models--EleutherAI--pythia-70m-deduped";
   }
-
-  static FakeHub* hub_;
-  TempDir tmp_;
 };
-
-FakeHub* HubTest::hub_ = nullptr;
 
 TEST_F(HubTest, DownloadsIntoHfCacheLayout) {
   auto snap = ResolveModelSnapshot(kRepo, "main", Options());
