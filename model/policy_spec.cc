@@ -100,18 +100,6 @@ std::vector<PolicySchema> BuildSchemas() {
   return s;
 }
 
-std::string FormatValue(const PolicyValue& v) {
-  struct Visitor {
-    std::string operator()(int64_t x) const { return absl::StrCat(x); }
-    std::string operator()(double x) const { return absl::StrFormat("%.6g", x); }
-    std::string operator()(const std::string& x) const { return x; }
-    std::string operator()(const std::vector<int64_t>& x) const {
-      return absl::StrCat("[", absl::StrJoin(x, ","), "]");
-    }
-  };
-  return std::visit(Visitor{}, v);
-}
-
 absl::StatusOr<double> ParseNumber(const std::string& policy, const ParamSchema& p,
                                    const std::string& text) {
   const char* begin = text.c_str();
@@ -229,6 +217,19 @@ absl::Status CheckCombination(PolicySpec& spec) {
 
 }  // namespace
 
+std::string FormatPolicyValue(const PolicyValue& v, int double_digits) {
+  struct Visitor {
+    int digits;
+    std::string operator()(int64_t x) const { return absl::StrCat(x); }
+    std::string operator()(double x) const { return absl::StrFormat("%.*g", digits, x); }
+    std::string operator()(const std::string& x) const { return x; }
+    std::string operator()(const std::vector<int64_t>& x) const {
+      return absl::StrCat("[", absl::StrJoin(x, ","), "]");
+    }
+  };
+  return std::visit(Visitor{double_digits}, v);
+}
+
 const std::vector<PolicySchema>& AllPolicySchemas() {
   static const std::vector<PolicySchema> schemas = BuildSchemas();
   return schemas;
@@ -242,7 +243,7 @@ const PolicySchema* FindPolicySchema(std::string_view name) {
 std::string PolicySpec::ToString() const {
   if (params.empty()) return name;
   std::vector<std::string> parts;
-  for (const auto& [k, v] : params) parts.push_back(absl::StrCat(k, "=", FormatValue(v)));
+  for (const auto& [k, v] : params) parts.push_back(absl::StrCat(k, "=", FormatPolicyValue(v)));
   return absl::StrCat(name, ":", absl::StrJoin(parts, ","));
 }
 

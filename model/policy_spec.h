@@ -67,6 +67,10 @@ bool CompressesOnlyAtPrefill(const PolicySpec& spec);
 // (which refuses them).
 std::string WhyPolicyCannotRunProtocol(const PolicySpec& spec, const std::string& protocol);
 
+// A parameter value as text: integers as they are, lists as [a,b], doubles with `double_digits`
+// significant digits (6 in canonical names and messages; 17 round-trips a double exactly).
+std::string FormatPolicyValue(const PolicyValue& v, int double_digits = 6);
+
 // Parses and validates "name:key=value,...". Errors name the policy, the key and the rule.
 absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text);
 

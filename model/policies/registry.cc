@@ -4,8 +4,6 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "model/engine/kv_policy.h"
 #include "model/policies/policies.h"
@@ -32,24 +30,12 @@ const std::map<std::string, Factory>& Factories() {
   return *factories;
 }
 
-// Full-precision text of a value, for re-validation (PolicySpec::ToString rounds reals).
-std::string RawValue(const PolicyValue& v) {
-  struct Visitor {
-    std::string operator()(int64_t x) const { return absl::StrCat(x); }
-    std::string operator()(double x) const { return absl::StrFormat("%.17g", x); }
-    std::string operator()(const std::string& x) const { return x; }
-    std::string operator()(const std::vector<int64_t>& x) const {
-      return absl::StrCat("[", absl::StrJoin(x, ","), "]");
-    }
-  };
-  return std::visit(Visitor{}, v);
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KvPolicy>> MakePolicy(const PolicySpec& spec) {
   std::map<std::string, std::string> raw;
-  for (const auto& [key, value] : spec.params) raw[key] = RawValue(value);
+  // Re-validated from text at full precision (PolicySpec::ToString rounds reals for display).
+  for (const auto& [key, value] : spec.params) raw[key] = FormatPolicyValue(value, 17);
   ASSIGN_OR_RETURN(PolicySpec valid, MakePolicySpec(spec.name, raw));
   auto it = Factories().find(valid.name);
   if (it == Factories().end()) {
