@@ -264,21 +264,33 @@ void GptNeoxModel::RotateHeadCpu(float* x, int64_t position) const {
   }
 }
 
+torch::Tensor GptNeoxModel::KeysRotatedAtSlotsCpu(const LayerCache& lc) const {
+  const int64_t H = config_.num_heads, d = config_.head_dim(), n = lc.length;
+  torch::Tensor keys = lc.K().clone();  // [1,H,n,d] contiguous
+  float* R = keys.data_ptr<float>();
+  at::parallel_for(0, n, 64, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      for (int64_t h = 0; h < H; ++h) RotateHeadCpu(R + (h * n + j) * d, j);
+    }
+  });
+  return keys;
+}
+
 torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv,
-                                               int64_t rotary_position, int64_t text_position,
-                                               KvCache& cache, torch::Tensor* probs,
-                                               torch::Tensor* q_out) {
+                                               int64_t text_position, KvCache& cache,
+                                               torch::Tensor* probs, torch::Tensor* q_out) {
   const int64_t H = config_.num_heads, d = config_.head_dim(), r = config_.rotary_dims();
   float* p = qkv.data_ptr<float>();  // [H][q k v][d]
   const bool shifted = cache.mode() == PositionMode::kShifted;
   const int64_t half = r / 2;
-  // Rotary on q (and, unless keys are cached before rotary, k) of every head at
-  // `rotary_position`.
+  LayerCache& lc = cache.layer(layer);
+  // Rotary on q (and, unless keys are cached before rotary, k) of every head, at the true
+  // position, or at the new token's cache slot in shifted/rerotate mode.
+  const int64_t rotary_position = cache.mode() == PositionMode::kOriginal ? text_position : lc.length;
   for (int64_t h = 0; h < H; ++h) {
     RotateHeadCpu(p + h * 3 * d, rotary_position);
     if (!shifted) RotateHeadCpu(p + h * 3 * d + d, rotary_position);
   }
-  LayerCache& lc = cache.layer(layer);
   // The cache records the true text position, whatever position the key was rotated at.
   cache.AppendCpu(layer, p + d, p + 2 * d, 1, H * 3 * d, 3 * d, &text_position);
   // Shifted (pos-shift): cached keys are pre-rotary and key j sits at slot j, so the score uses
@@ -358,14 +370,8 @@ torch::Tensor GptNeoxModel::PrefillAttentionCpu(int64_t layer, const torch::Tens
   const float* K = keys;
   int64_t key_rows = cap;  // rows between heads in K
   if (mode == PositionMode::kShifted) {
-    attended = lc.K().clone();
-    float* R = attended.data_ptr<float>();
-    at::parallel_for(0, n, 64, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) {
-        for (int64_t h = 0; h < H; ++h) RotateHeadCpu(R + (h * n + j) * d, j);
-      }
-    });
-    K = R;
+    attended = KeysRotatedAtSlotsCpu(lc);
+    K = attended.data_ptr<float>();
     key_rows = n;
   }
   torch::Tensor out = torch::empty({1, m, H * d}, torch::kFloat32);
@@ -448,36 +454,25 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   LayerCache& lc = cache.layer(layer);
   const int64_t before = lc.length;
   lc.has_padding = lc.has_padding || padded;
-  const bool fused_cpu = fused_cpu_attention_ && device_.is_cpu() && B == 1 &&
-                         compute_dtype_ == torch::kFloat32 && !lc.has_padding;
-  if (fused_cpu && m > 1) {
+  const bool evict = policy != nullptr && req.evict;
+  const bool keep_probs = evict && policy->NeedsAttention();
+  if (fused_cpu_attention_ && device_.is_cpu() && B == 1 && compute_dtype_ == torch::kFloat32 &&
+      !lc.has_padding) {
     auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
     auto positions = req.positions.to(torch::kCPU).contiguous().view({m});
-    const bool keep_probs = policy != nullptr && req.evict && policy->NeedsAttention();
-    torch::Tensor probs, q, keys;
-    auto out = PrefillAttentionCpu(layer, qkv, positions, cache, keep_probs, &probs, &q, &keys);
-    if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, lc.length);
-    if (policy != nullptr && req.evict) ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
-    return Linear(out, w.dense_w, w.dense_b);
-  }
-  if (fused_cpu && m == 1) {
-    auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
-    // Rotation at the true position, or at the cache slot in shifted/rerotate mode.
-    const int64_t text_position = req.positions.to(torch::kCPU).data_ptr<int64_t>()[0];
-    const int64_t rotary_position =
-        cache.mode() == PositionMode::kOriginal ? text_position : before;
-    torch::Tensor probs, q;
-    auto out = DecodeAttentionCpu(layer, qkv, rotary_position, text_position, cache, &probs, &q);
-    if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, lc.length);
-    if (policy != nullptr && req.evict) {
+    torch::Tensor out, probs, q, keys;
+    if (m > 1) {
+      out = PrefillAttentionCpu(layer, qkv, positions, cache, keep_probs, &probs, &q, &keys);
+    } else {
+      out = DecodeAttentionCpu(layer, qkv, positions.data_ptr<int64_t>()[0], cache, &probs, &q);
       // Policies see the keys as attended (rotated at their slot in shifted mode); positional and
       // attention-only policies read just the shape, so the rotation is skipped for them.
-      torch::Tensor keys = lc.K();
-      if (cache.mode() == PositionMode::kShifted && policy->NeedsKeyValues()) {
-        keys = Rotate(keys, torch::arange(lc.length, torch::TensorOptions().dtype(torch::kInt64)));
-      }
-      ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
+      keys = cache.mode() == PositionMode::kShifted && evict && policy->NeedsKeyValues()
+                 ? KeysRotatedAtSlotsCpu(lc)
+                 : lc.K();
     }
+    if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, lc.length);
+    if (evict) ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
     return Linear(out, w.dense_w, w.dense_b);
   }
   // Fused QKV is interleaved per head: [head0: q k v, head1: q k v, ...].
@@ -516,7 +511,6 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, n);
   auto values = lc.V();
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const bool keep_probs = policy != nullptr && req.evict && policy->NeedsAttention();
   torch::Tensor probs;  // [B,H,m,n] float32, materialised only for policies that read it
   if (keep_probs) probs = torch::zeros({B, H, m, n}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   // Queries in blocks of 128 rows: a block's scores stay in cache, and the keys after its last
@@ -545,7 +539,7 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 2);  // [B,H,m,d]
   out = out.permute({0, 2, 1, 3}).reshape({B, m, H * d});
 
-  if (policy != nullptr && req.evict) ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
+  if (evict) ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
   return Linear(out, w.dense_w, w.dense_b);
 }
 

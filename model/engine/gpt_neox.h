@@ -90,10 +90,10 @@ class GptNeoxModel {
   // Batch-1, one-token, float32 CPU decode step (any positional mode, no padding): the
   // generic path's math in one pass per head, without its ~30 small tensor ops per layer.
   // Returns the attention output [1,1,H*d] and sets *probs [1,H,1,n].
-  // q/k are rotated at `rotary_position`; the cache records `text_position` for the new slot.
-  torch::Tensor DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv, int64_t rotary_position,
-                                   int64_t text_position, KvCache& cache, torch::Tensor* probs,
-                                   torch::Tensor* q_out);
+  // The cache records `text_position` for the new slot; q/k are rotated there, or at the slot
+  // in shifted/rerotate mode (the same rule as PrefillAttentionCpu).
+  torch::Tensor DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv, int64_t text_position,
+                                   KvCache& cache, torch::Tensor* probs, torch::Tensor* q_out);
   // Batch-1 float32 CPU attention for m new tokens (prefill, a chunk of it, a PPL window) with
   // no padding, any positional mode: q/k rotation, cache append, then per (head, 128-query
   // block) one GEMM for the scores, the causal mask on the diagonal block only, softmax in place
@@ -105,6 +105,9 @@ class GptNeoxModel {
                                     torch::Tensor* keys);
   // cos/sin of rotary pair i at `position` (table for trained positions, computed past it).
   void RotaryCosSin(int64_t position, int64_t i, float* c, float* s) const;
+  // Shifted mode caches keys before rotary: a copy of the layer's live keys [1,H,n,d], each
+  // rotated at its slot index, as they are attended.
+  torch::Tensor KeysRotatedAtSlotsCpu(const LayerCache& lc) const;
   // Rotates one head vector x[0..d) in place to `position` (NeoX half split on the first r dims).
   void RotateHeadCpu(float* x, int64_t position) const;
   void ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache, KvPolicy* policy,
