@@ -326,11 +326,6 @@ struct NoEvictionCase {
   bool streaming_ok = true;
 };
 
-bool IsPrefillOnlyScorer(const std::string& name) {
-  return name == "snapkv" || name == "pyramidkv" || name == "random" ||
-         name == "observed_attention" || name == "keydiff";
-}
-
 std::vector<NoEvictionCase> NoEvictionCases() {
   return {{"full"},
           {"window:window=4096"},
@@ -357,7 +352,7 @@ std::string Name(const std::string& spec) { return spec.substr(0, spec.find(':')
 // The streaming form of a case: prefill-only scorers get their decoding variant, compressing
 // (i.e. selecting) at every step.
 std::string StreamingSpec(const std::string& spec) {
-  if (!IsPrefillOnlyScorer(Name(spec))) return spec;
+  if (!CompressesOnlyAtPrefill(Spec(spec))) return spec;
   return spec + (spec.find(':') == std::string::npos ? ":" : ",") + "interval=1";
 }
 
