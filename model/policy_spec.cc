@@ -175,14 +175,22 @@ absl::StatusOr<PolicyValue> ParseValue(const std::string& policy, const ParamSch
   return absl::InternalError("unreachable");
 }
 
+// The kvpress-style scorers: the policies whose schema has BudgetParams (budget/ratio, interval).
+bool IsKvpressScorer(const std::string& name) {
+  const PolicySchema* schema = FindPolicySchema(name);
+  if (schema == nullptr) return false;
+  for (const auto& p : schema->params) {
+    if (p.key == "interval") return true;
+  }
+  return false;
+}
+
 absl::Status CheckCombination(PolicySpec& spec) {
   const std::string& n = spec.name;
   auto err = [&](const std::string& msg) {
     return absl::InvalidArgumentError(absl::StrCat("policy '", n, "': ", msg));
   };
-  bool scorer = n == "snapkv" || n == "pyramidkv" || n == "random" || n == "observed_attention" ||
-                n == "keydiff";
-  if (scorer) {
+  if (IsKvpressScorer(n)) {
     if (spec.Has("budget") == spec.Has("ratio")) {
       return err("give exactly one of 'budget' (tokens kept) or 'ratio' (fraction kept)");
     }
@@ -367,12 +375,7 @@ std::string WhyPolicyCannotRunProtocol(const PolicySpec& spec, const std::string
 }
 
 bool CompressesOnlyAtPrefill(const PolicySpec& spec) {
-  const PolicySchema* schema = FindPolicySchema(spec.name);
-  if (schema == nullptr) return false;
-  for (const auto& p : schema->params) {
-    if (p.key == "interval") return spec.Int("interval", 0) <= 0;
-  }
-  return false;
+  return IsKvpressScorer(spec.name) && spec.Int("interval", 0) <= 0;
 }
 
 }  // namespace kvgrid
