@@ -13,6 +13,11 @@ namespace {
 
 const std::string kFixtures = KVGRID_FIXTURES_DIR;
 
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
 TEST(Config, ReadsNewFormFixture) {
   auto c = LoadModelConfig(kFixtures + "/models/tiny-neox-pythia-like/config.json");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -85,8 +90,7 @@ TEST(Safetensors, CorruptHeadersAreClearErrors) {
 
 TEST(Safetensors, TruncatedFileOnDiskIsAnError) {
   std::string src = kFixtures + "/models/tiny-neox-sequential/model.safetensors";
-  std::ifstream in(src, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  std::string bytes = ReadBytes(src);
   std::string path = ::testing::TempDir() + "/truncated.safetensors";
   std::ofstream(path, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   auto f = SafetensorsFile::Open(path);
@@ -114,19 +118,14 @@ TEST(SafetensorsFuzzCorpus, ReplaysWithoutCrashing) {
   int files = 0;
   for (const auto& entry : fs::directory_iterator(fs::path(KVGRID_SOURCE_DIR) / "tests" / "engine" /
                                                   "safetensors-corpus")) {
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::string data((std::istreambuf_iterator<char>(in)), {});
+    std::string data = kvgrid::ReadBytes(entry.path());
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(data.data()), data.size());
     ++files;
   }
   EXPECT_GE(files, 5);
   uint64_t off = 0;
-  std::string huge;
-  {
-    std::ifstream in(std::string(KVGRID_SOURCE_DIR) + "/tests/engine/safetensors-corpus/huge-shape.bin",
-                     std::ios::binary);
-    huge.assign((std::istreambuf_iterator<char>(in)), {});
-  }
+  const std::string huge =
+      kvgrid::ReadBytes(std::string(KVGRID_SOURCE_DIR) + "/tests/engine/safetensors-corpus/huge-shape.bin");
   EXPECT_FALSE(kvgrid::ParseSafetensorsBuffer(reinterpret_cast<const uint8_t*>(huge.data()), huge.size(),
                                       "huge.safetensors", &off).ok());
 }
