@@ -21,6 +21,10 @@ void AddRunSpecFlags(CLI::App* cmd, RunSpecFlags* f) {
   cmd->add_option("--policy", f->spec.policy, "KV policy spec: name[:key=value,...]");
   cmd->add_option("--position-mode", f->spec.position_mode, "original|shifted|rerotate")
       ->check(CLI::IsMember({"original", "shifted", "rerotate"}));
+  cmd->add_option("--prefill-chunk", f->spec.prefill_chunk,
+                  "prompt (bench) / prefill context (ppl) in chunks of N tokens, the policy "
+                  "evicting after each; 0 = whole")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--dtype", f->spec.model.dtype, "float32|float16|bfloat16");
   cmd->add_option("--device", f->spec.device, "cpu|cuda|cuda:N");
   cmd->add_option("--threads", f->threads, "intra-op threads (default: all cores)");

@@ -228,8 +228,10 @@ struct RowKey {
   std::string policy;
   int position_rank = 0;
   std::string position_mode;
+  int64_t prefill_chunk = 0;  // 0 = whole prompt
   auto Tie() const {
-    return std::tie(full_rank, policy_name, budget, policy, position_rank, position_mode);
+    return std::tie(full_rank, policy_name, budget, policy, position_rank, position_mode,
+                    prefill_chunk);
   }
   bool operator<(const RowKey& o) const { return Tie() < o.Tie(); }
 };
@@ -526,6 +528,7 @@ class ReportBuilder {
       k.policy = r.spec.policy;
       k.position_mode = r.spec.position_mode;
       k.position_rank = PositionRank(r.spec.position_mode);
+      k.prefill_chunk = r.spec.prefill_chunk;
       Group& grp = groups_[g];
       grp.key = g;
       Row& row = grp.rows[k];
@@ -540,6 +543,7 @@ class ReportBuilder {
       models.insert(absl::StrCat(r->spec.model.id, "@", r->spec.model.revision, " ", r->spec.model.dtype));
       devices.insert(r->spec.device);
       modes.insert(r->spec.position_mode);
+      chunked_ = chunked_ || r->spec.prefill_chunk > 0;
       for (const auto& [k, v] : r->policy.params) values[r->policy.name][k].insert(v);
     }
     multi_model_ = models.size() > 1;
@@ -581,6 +585,7 @@ class ReportBuilder {
       }
     }
     if (multi_mode_) parts.push_back(r.spec.position_mode);
+    if (chunked_) parts.push_back(ChunkLabel(r.spec.prefill_chunk));
     if (parts.empty()) return r.policy.name;
     return absl::StrCat(r.policy.name, " (", absl::StrJoin(parts, ", "), ")");
   }
@@ -628,9 +633,9 @@ class ReportBuilder {
     const Row* base = nullptr;
     for (const auto& [k, row] : grp.rows) {
       if (k.policy_name != "full") continue;
-      if (base == nullptr || (base->key.position_mode != "original" && k.position_mode == "original")) {
-        base = &row;
-      }
+      // Prefer original positions, then the unchunked prefill.
+      auto rank = [](const RowKey& r) { return std::make_pair(r.position_mode != "original", r.prefill_chunk > 0); };
+      if (base == nullptr || rank(k) < rank(base->key)) base = &row;
     }
     auto base_of = [&](std::function<std::optional<double>(const Row&)> f) -> std::optional<double> {
       return base ? f(*base) : std::nullopt;
@@ -642,6 +647,8 @@ class ReportBuilder {
     std::vector<Column> cols = {
         {"policy", Align::kLeft, PolicyCell, true},
         {"positions", Align::kLeft, [](const Row& r) { return r.key.position_mode; }, true},
+        {"prefill", Align::kLeft,
+         [&](const Row& r) { return chunked_ ? ChunkLabel(r.key.prefill_chunk) : std::string(); }},
         {"PPL", Align::kRight, [](const Row& r) { return PplOf(r).text; }},
         {"Δ PPL", Align::kRight, [&](const Row& r) { return FormatDelta(ppl(r), base_of(ppl)); }},
         {"scored tokens", Align::kRight,
@@ -1008,6 +1015,10 @@ class ReportBuilder {
   std::map<std::string, std::set<std::string>> varying_;
   int done_ = 0, noop_ = 0;
   bool multi_model_ = false, multi_device_ = false, multi_mode_ = false;
+  bool chunked_ = false;  // some run prefilled in chunks: say which did
+  static std::string ChunkLabel(int64_t chunk) {
+    return chunk > 0 ? absl::StrCat("chunk ", chunk) : "whole prompt";
+  }
 };
 
 }  // namespace

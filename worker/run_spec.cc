@@ -54,6 +54,8 @@ json RunSpec::ToJson() const {
                   {"path", dataset.path}};
   j["policy"] = policy;
   j["position_mode"] = position_mode;
+  // Only when set, so that the keys of runs stored before the field existed do not change.
+  if (prefill_chunk > 0) j["prefill_chunk"] = prefill_chunk;
   if (workload == "perplexity") {
     j["perplexity"] = {{"protocol", perplexity.protocol},
                        {"max_tokens", perplexity.max_tokens},
@@ -80,7 +82,7 @@ absl::StatusOr<RunSpec> RunSpec::FromJson(const json& j) {
   RETURN_IF_ERROR(CheckKeys(j, "run spec",
                             {"model", "device", "workload", "dataset", "policy", "position_mode",
                              "perplexity", "generation", "repeats", "warmup", "threads", "seed",
-                             "noop_ms"}));
+                             "noop_ms", "prefill_chunk"}));
   if (j.contains("model")) {
     const json& m = j["model"];
     RETURN_IF_ERROR(CheckKeys(m, "model", {"id", "revision", "dtype"}));
@@ -100,6 +102,10 @@ absl::StatusOr<RunSpec> RunSpec::FromJson(const json& j) {
   }
   RETURN_IF_ERROR(Get(j, "run spec", "policy", &s.policy));
   RETURN_IF_ERROR(Get(j, "run spec", "position_mode", &s.position_mode));
+  RETURN_IF_ERROR(Get(j, "run spec", "prefill_chunk", &s.prefill_chunk));
+  if (s.prefill_chunk < 0) {
+    return absl::InvalidArgumentError("run spec.prefill_chunk: must be >= 0 (0 = whole prompt)");
+  }
   if (j.contains("perplexity")) {
     const json& p = j["perplexity"];
     RETURN_IF_ERROR(CheckKeys(p, "perplexity", {"protocol", "max_tokens", "max_length", "stride",

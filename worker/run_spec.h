@@ -11,6 +11,7 @@
 //               "sample": 0, "path": ""},              // path: a local file instead of a download
 //   "policy":  "streaming_llm:sink_tokens=4,window=508", // canonical PolicySpec::ToString()
 //   "position_mode": "original" | "shifted" | "rerotate",
+//   "prefill_chunk": 512,   // only when > 0: prompt / prefill context in chunks, evicting after each
 //   "perplexity": {"protocol": "sliding" | "streaming" | "prefill", "max_tokens": 0,
 //                  "max_length": 2048, "stride": 512, "context_tokens": 1024,
 //                  "continuation_tokens": 256},        // present when workload == perplexity
@@ -63,6 +64,7 @@ struct RunSpec {
   DatasetRef dataset;
   std::string policy = "full";
   std::string position_mode = "original";
+  int64_t prefill_chunk = 0;  // 0 = the whole prompt in one forward
   PerplexityParams perplexity;
   GenerationParams generation;
   int64_t repeats = 5;

@@ -595,7 +595,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   const YAML::Mark start;  // line 0, column 0
   const std::vector<std::string> top = {
       "name", "description", "model", "device", "repeats", "warmup", "max_attempts",
-      "position_mode", "seed", "threads", "datasets", "workloads", "grid"};
+      "position_mode", "prefill_chunk", "seed", "threads", "datasets", "workloads", "grid"};
   if (!root.IsDefined() || root.IsNull()) {
     return Error(start, "the grid is empty", "start with `name: my-experiment`");
   }
@@ -646,6 +646,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   grid.max_attempts = static_cast<int>(max_attempts);
   ASSIGN_OR_RETURN(base.threads, IntegerScalar(entries, "threads", "", 0, 0, 4096));
   ASSIGN_OR_RETURN(auto seeds, IntegerAxis(entries, "seed", "", 0, 0, int64_t{1} << 53));
+  ASSIGN_OR_RETURN(auto chunks, IntegerAxis(entries, "prefill_chunk", "", 0, 0, 10000000));
 
   std::vector<std::string> modes = {"original"};
   if (const Entry* pm = Find(entries, "position_mode")) {
@@ -685,7 +686,8 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   const int64_t total = static_cast<int64_t>(policies.size()) *
                         static_cast<int64_t>(datasets.size()) *
                         static_cast<int64_t>(workloads.size()) *
-                        static_cast<int64_t>(modes.size()) * static_cast<int64_t>(seeds.size());
+                        static_cast<int64_t>(modes.size()) * static_cast<int64_t>(seeds.size()) *
+                        static_cast<int64_t>(chunks.size());
   if (total > kMaxRuns) {
     return Error(MarkOf(*g), absl::StrCat("the grid expands to ", total, " runs (limit ", kMaxRuns,
                                           ")"),
@@ -697,7 +699,8 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
     for (const auto& dataset : datasets)
       for (const auto& w : workloads)
         for (const auto& mode : modes)
-          for (int64_t seed : seeds) {
+          for (int64_t seed : seeds)
+           for (int64_t chunk : chunks) {
             RunSpec s = base;
             s.policy = policy;
             s.dataset = dataset;
@@ -707,6 +710,11 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
             s.noop_ms = w.noop_ms;
             s.position_mode = mode;
             s.seed = seed;
+            // Chunking applies to a prompt (generation) or a compressed context (prefill
+            // protocol); elsewhere the point is the unchunked one (deduplicated below).
+            const bool chunkable = s.workload == "generation" ||
+                                   (s.workload == "perplexity" && s.perplexity.protocol == "prefill");
+            s.prefill_chunk = chunkable ? chunk : 0;
             if (std::string why = WhyItCannotRun(s); !why.empty()) {
               ++skipped[why];
               continue;

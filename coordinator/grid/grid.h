@@ -8,6 +8,8 @@
 //   warmup: 2
 //   max_attempts: 3              # leases per run before it is marked failed
 //   position_mode: original      # original | shifted | rerotate (a list expands)
+//   prefill_chunk: [0, 512]      # prompt in chunks of N tokens, evicting after each; 0 = whole
+//                                # (generation and the prefill protocol; a list expands)
 //   seed: 0
 //   threads: 0                   # 0 = all cores
 //   datasets:
@@ -26,7 +28,7 @@
 //
 // A list where a scalar is expected expands; the runs are the cartesian product of policy
 // parameter values x datasets (x samples) x workloads (x protocols | prompt lengths) x
-// position modes. Identical points are stored once. Errors read
+// position modes (x prefill chunks). Identical points are stored once. Errors read
 // "FILE:LINE:COLUMN: message (hint: ...)".
 #pragma once
 

@@ -30,6 +30,36 @@ torch::Tensor PickNext(const torch::Tensor& logits, const SamplingParams& p, tor
 
 }  // namespace
 
+absl::StatusOr<ForwardRequest> RunLeadingPrefillChunks(GptNeoxModel& model, const ForwardRequest& prompt,
+                                                       int64_t chunk, bool compresses, KvCache& cache,
+                                                       KvPolicy* policy, ForwardStats* stats,
+                                                       int64_t* kv_peak) {
+  const int64_t T = prompt.ids.size(1);
+  if (chunk <= 0 || chunk >= T) return prompt;
+  auto part_of = [&](int64_t first, int64_t length) {
+    ForwardRequest part = prompt;
+    part.ids = prompt.ids.narrow(1, first, length);
+    part.positions = prompt.positions.narrow(1, first, length);
+    if (prompt.valid.defined()) part.valid = prompt.valid.narrow(1, first, length);
+    part.tokens_seen = prompt.tokens_seen + first;
+    if (part.logits == LogitsRows::kAll) {
+      part.logits_start = std::max<int64_t>(0, prompt.logits_start - first);
+    }
+    return part;
+  };
+  int64_t first = 0;
+  for (; T - first > chunk; first += chunk) {
+    if (compresses) cache.ReserveForAppend(chunk);  // exactly the entries kept + this chunk
+    ForwardRequest part = part_of(first, chunk);
+    part.logits = LogitsRows::kNone;
+    ASSIGN_OR_RETURN(ForwardOutput unused, model.Forward(part, cache, policy, stats));
+    (void)unused;
+    *kv_peak = std::max(*kv_peak, cache.PeakAllocatedBytes());
+  }
+  if (compresses) cache.ReserveForAppend(T - first);
+  return part_of(first, T - first);
+}
+
 absl::StatusOr<GenerationOutput> Generate(GptNeoxModel& model,
                                           const std::vector<std::vector<int64_t>>& prompts,
                                           const SamplingParams& params, KvPolicy* policy,
@@ -62,22 +92,32 @@ absl::StatusOr<GenerationOutput> Generate(GptNeoxModel& model,
   out.new_ids.assign(B, {});
   KvCache cache = model.NewCache(B, mode);
   // The full cache knows its final length: allocate it once. A compressing policy's cache is
-  // sized for the prompt only and grows as it must (KvCache::Keep frees what eviction empties),
-  // so its KV bytes show the policy's real memory, not a full-length reservation.
+  // sized for one prefill forward and grows as it must (KvCache::Keep frees what eviction
+  // empties), so its KV bytes show the policy's real memory, not a full-length reservation.
   const bool compresses = policy != nullptr && policy->name() != "full";
-  cache.Reserve(compresses ? T : T + params.max_new_tokens);
+  const int64_t chunk = params.prefill_chunk > 0 ? std::min(params.prefill_chunk, T) : T;
+  if (params.prefill_chunk < 0) return absl::InvalidArgumentError("generate: prefill_chunk < 0");
+  if (!compresses) {
+    cache.Reserve(T + params.max_new_tokens);
+  } else if (chunk < T) {
+    cache.ReserveForAppend(chunk);  // exactly one chunk; RunLeadingPrefillChunks grows it exactly
+  } else {
+    cache.Reserve(T);
+  }
   torch::Generator gen = at::detail::createCPUGenerator(params.seed);
   std::vector<bool> done(B, false);
   const torch::Device device = model.device();
 
-  ForwardRequest req;
-  req.ids = ids.to(device);
-  req.positions = positions.to(device);
-  req.valid = valid.to(device);
-  req.logits = LogitsRows::kLast;
-  req.phase = ForwardPhase::kPrefill;
-  req.tokens_seen = 0;
-  req.prompt_length = T;
+  ForwardRequest prompt;
+  prompt.ids = ids.to(device);
+  prompt.positions = positions.to(device);
+  prompt.valid = valid.to(device);
+  prompt.logits = LogitsRows::kLast;
+  prompt.phase = ForwardPhase::kPrefill;
+  prompt.tokens_seen = 0;
+  prompt.prompt_length = T;
+  ASSIGN_OR_RETURN(ForwardRequest req, RunLeadingPrefillChunks(model, prompt, chunk, compresses, cache,
+                                                               policy, &out.stats, &out.kv_bytes_peak));
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
     ASSIGN_OR_RETURN(ForwardOutput fo, model.Forward(req, cache, policy, &out.stats));
     out.kv_bytes_peak = std::max(out.kv_bytes_peak, cache.PeakAllocatedBytes());

@@ -21,6 +21,10 @@ struct SamplingParams {
   bool ignore_eos = false;
   int64_t max_new_tokens = 32;
   int64_t pad_id = 0;
+  // > 0: the prompt runs in forwards of at most this many tokens and the policy evicts after
+  // each, so a compressing policy's cache never holds more than its budget + prefill_chunk
+  // entries (kv-policies.md §2.8). 0: the whole prompt in one forward.
+  int64_t prefill_chunk = 0;
 };
 
 struct GenerationOutput {
@@ -32,6 +36,17 @@ struct GenerationOutput {
 
 // Called after the prefill's first token is on the host (step 0) and after each decode step.
 using StepCallback = std::function<void(int64_t step)>;
+
+// Chunked prefill (SamplingParams::prefill_chunk, PerplexityOptions::prefill_chunk): runs every
+// chunk of `prompt` (ids [B,T]) but the last through Forward with `policy` evicting after each,
+// and returns the request for the last chunk (`prompt`'s logits rows, tokens_seen advanced).
+// chunk <= 0 or >= T: nothing runs and `prompt` comes back. When `compresses`, the cache is
+// grown before each chunk to exactly its kept entries + the chunk. *kv_peak is raised to the
+// cache's peak after each forward.
+absl::StatusOr<ForwardRequest> RunLeadingPrefillChunks(GptNeoxModel& model, const ForwardRequest& prompt,
+                                                       int64_t chunk, bool compresses, KvCache& cache,
+                                                       KvPolicy* policy, ForwardStats* stats,
+                                                       int64_t* kv_peak);
 
 // `prompts` may differ in length: they are left-padded with `pad_id` and masked.
 absl::StatusOr<GenerationOutput> Generate(GptNeoxModel& model,

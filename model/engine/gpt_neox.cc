@@ -203,8 +203,17 @@ int64_t GptNeoxModel::ParameterBytes() const {
 }
 
 KvCache GptNeoxModel::NewCache(int64_t batch, PositionMode mode) const {
-  return KvCache(config_.num_layers, batch, config_.num_heads, config_.head_dim(), compute_dtype_,
-                 device_, mode);
+  KvCache cache(config_.num_layers, batch, config_.num_heads, config_.head_dim(), compute_dtype_,
+                device_, mode);
+  // Evicted slots are reused wherever the fused CPU kernels attend (they read each slot's
+  // rotation from the cache's bookkeeping). Rerotate mode re-rotates every kept key by its new
+  // logical index at each eviction, a pass over the cache that also compacts it.
+  cache.set_slot_reuse(UsesFusedCpuAttention(batch) && mode != PositionMode::kRerotate);
+  return cache;
+}
+
+bool GptNeoxModel::UsesFusedCpuAttention(int64_t batch) const {
+  return fused_cpu_attention_ && device_.is_cpu() && batch == 1 && compute_dtype_ == torch::kFloat32;
 }
 
 torch::Tensor GptNeoxModel::Linear(const torch::Tensor& x, const torch::Tensor& w,
@@ -270,7 +279,9 @@ torch::Tensor GptNeoxModel::KeysRotatedAtSlotsCpu(const LayerCache& lc) const {
   float* R = keys.data_ptr<float>();
   at::parallel_for(0, n, 64, [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
-      for (int64_t h = 0; h < H; ++h) RotateHeadCpu(R + (h * n + j) * d, j);
+      for (int64_t h = 0; h < H; ++h) {
+        RotateHeadCpu(R + (h * n + j) * d, lc.in_order() ? j : lc.rank[h][j]);
+      }
     }
   });
   return keys;
@@ -293,8 +304,8 @@ torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tenso
   }
   // The cache records the true text position, whatever position the key was rotated at.
   cache.AppendCpu(layer, p + d, p + 2 * d, 1, H * 3 * d, 3 * d, &text_position);
-  // Shifted (pos-shift): cached keys are pre-rotary and key j sits at slot j, so the score uses
-  // R(j)k_j without materialising the rotated cache: only the first r dims are rotated, and the
+  // Shifted (pos-shift): cached keys are pre-rotary and the key of logical index j is rotated at
+  // j (its slot, unless slots are reused), so the score uses R(j)k_j without materialising the rotated cache: only the first r dims are rotated, and the
   // cos/sin of slot j never change (RotaryCosSin's table).
   auto rotated_dot = [&](const float* q, const float* k, int64_t j) {
     float acc = Dot(q + r, k + r, d - r);
@@ -319,8 +330,11 @@ torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tenso
       const float* K = keys + h * cap * d;
       const float* V = values + h * cap * d;
       float* a = pr + h * n;
-      if (shifted) {
+      if (shifted && lc.in_order()) {
         for (int64_t j = 0; j < n; ++j) a[j] = rotated_dot(q, K + j * d, j) * scale;
+      } else if (shifted) {  // slot j holds the entry of logical index rank[j]
+        const int64_t* rank = lc.rank[h].data();
+        for (int64_t j = 0; j < n; ++j) a[j] = rotated_dot(q, K + j * d, rank[j]) * scale;
       } else {
         AttentionScoresF32(q, K, n, d, scale, a);
       }
@@ -338,8 +352,9 @@ torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tenso
 
 torch::Tensor GptNeoxModel::PrefillAttentionCpu(int64_t layer, const torch::Tensor& qkv,
                                                 const torch::Tensor& text_positions, KvCache& cache,
-                                                bool keep_probs, torch::Tensor* probs,
-                                                torch::Tensor* q_out, torch::Tensor* keys_out) {
+                                                const AttentionNeeds& needs, torch::Tensor* probs,
+                                                torch::Tensor* received, torch::Tensor* q_out,
+                                                torch::Tensor* keys_out) {
   const int64_t H = config_.num_heads, d = config_.head_dim(), m = qkv.size(1);
   const float* p = qkv.data_ptr<float>();  // [m][H][q k v][d]
   const int64_t* pos = text_positions.data_ptr<int64_t>();
@@ -376,46 +391,118 @@ torch::Tensor GptNeoxModel::PrefillAttentionCpu(int64_t layer, const torch::Tens
   }
   torch::Tensor out = torch::empty({1, m, H * d}, torch::kFloat32);
   float* O = out.data_ptr<float>();
-  if (keep_probs) *probs = torch::zeros({1, H, m, n}, torch::kFloat32);
+  // Statistics for the policy, accumulated block by block (never [H, m, n]): the attention each
+  // slot received over all m rows (float64, rows added in order) and the last r rows.
+  const int64_t r = std::min(needs.last_rows, m), first_kept_row = m - r;
+  if (r > 0) *probs = torch::zeros({1, H, r, n}, torch::kFloat32);
+  if (needs.received) *received = torch::zeros({1, H, n}, torch::kFloat64);
+  double* recv = needs.received ? received->data_ptr<double>() : nullptr;
+  float* last = r > 0 ? probs->data_ptr<float>() : nullptr;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const float lowest = std::numeric_limits<float>::lowest();
   const int64_t block = 128, blocks = (m + block - 1) / block;
-  // Tasks in head-major order: the pool's contiguous split gives each thread whole heads, so
-  // the short early blocks and long late blocks balance.
-  at::parallel_for(0, H * blocks, 1, [&](int64_t a, int64_t b) {
-    std::vector<float> scratch(std::min(block, m) * n);
-    for (int64_t task = a; task < b; ++task) {
-      const int64_t h = task / blocks, q0 = (task % blocks) * block;
-      const int64_t rows = std::min(block, m - q0);
-      const int64_t visible = before + q0 + rows;  // keys the block's last query may see
-      auto scores = torch::from_blob(scratch.data(), {rows, visible});
-      auto q_block = torch::from_blob(Q + (h * m + q0) * d, {rows, d});
-      auto k_head = torch::from_blob(const_cast<float*>(K) + h * key_rows * d, {visible, d});
-      at::addmm_out(scores, scores, q_block, k_head.t(), /*beta=*/0, /*alpha=*/scale);
-      // Causal mask: query i of the block sees keys up to slot before + q0 + i. Masked scores
-      // are the lowest float, so exp() makes them exactly 0 as in Hugging Face's eager path.
-      for (int64_t i = 0; i < rows; ++i) {
-        float* row = scratch.data() + i * visible;
-        std::fill(row + before + q0 + i + 1, row + visible, lowest);
-      }
-      at::_softmax_out(scores, scores, 1, false);
-      auto v_head = torch::from_blob(values + h * cap * d, {visible, d});
-      auto o_block = torch::from_blob(O + q0 * H * d + h * d, {rows, d}, {H * d, 1});
-      at::mm_out(o_block, scores, v_head);
-      if (keep_probs) probs->select(1, h).squeeze(0).narrow(0, q0, rows).narrow(1, 0, visible).copy_(scores);
+  auto attend_block = [&](int64_t h, int64_t q0, float* scratch) {
+    const int64_t rows = std::min(block, m - q0);
+    const int64_t visible = before + q0 + rows;  // keys the block's last query may see
+    auto scores = torch::from_blob(scratch, {rows, visible});
+    auto q_block = torch::from_blob(Q + (h * m + q0) * d, {rows, d});
+    auto k_head = torch::from_blob(const_cast<float*>(K) + h * key_rows * d, {visible, d});
+    at::addmm_out(scores, scores, q_block, k_head.t(), /*beta=*/0, /*alpha=*/scale);
+    // Causal mask: query i of the block sees keys up to slot before + q0 + i (earlier chunks'
+    // slots, in whatever order slot reuse left them, are all older than every new query).
+    // Masked scores are the lowest float, so exp() makes them exactly 0 as in Hugging Face's
+    // eager path.
+    for (int64_t i = 0; i < rows; ++i) {
+      float* row = scratch + i * visible;
+      std::fill(row + before + q0 + i + 1, row + visible, lowest);
     }
-  });
+    at::_softmax_out(scores, scores, 1, false);
+    auto v_head = torch::from_blob(values + h * cap * d, {visible, d});
+    auto o_block = torch::from_blob(O + q0 * H * d + h * d, {rows, d}, {H * d, 1});
+    at::mm_out(o_block, scores, v_head);
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* row = scratch + i * visible;
+      if (recv != nullptr) {
+        double* acc = recv + h * n;
+        for (int64_t j = 0; j < visible; ++j) acc[j] += row[j];
+      }
+      if (last != nullptr && q0 + i >= first_kept_row) {
+        std::memcpy(last + (h * r + q0 + i - first_kept_row) * n, row, visible * sizeof(float));
+      }
+    }
+  };
+  if (recv != nullptr) {
+    // A head's blocks add into one accumulator row: one thread per head.
+    at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
+      std::vector<float> scratch(std::min(block, m) * n);
+      for (int64_t h = h0; h < h1; ++h) {
+        for (int64_t b = 0; b < blocks; ++b) attend_block(h, b * block, scratch.data());
+      }
+    });
+  } else {
+    // Tasks in head-major order: the pool's contiguous split gives each thread whole heads, so
+    // the short early blocks and long late blocks balance.
+    at::parallel_for(0, H * blocks, 1, [&](int64_t a, int64_t b) {
+      std::vector<float> scratch(std::min(block, m) * n);
+      for (int64_t task = a; task < b; ++task) {
+        attend_block(task / blocks, (task % blocks) * block, scratch.data());
+      }
+    });
+  }
   *q_out = q;
   *keys_out = attended;
   return out;
 }
 
-void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache,
-                               KvPolicy* policy, ForwardStats* stats, const torch::Tensor& keys,
-                               const torch::Tensor& q, const torch::Tensor& probs) {
+void GptNeoxModel::KeepEntries(int64_t layer, KvCache& cache, const torch::Tensor& keep) {
+  cache.Keep(layer, keep);
+  if (cache.mode() != PositionMode::kRerotate) return;
+  // Re-rotate kept keys from their old logical index to their new one (RoPE composes). Rerotate
+  // caches never reuse slots, so the new index is the slot.
   LayerCache& lc = cache.layer(layer);
-  const int64_t n = lc.length, B = cache.batch(), H = config_.num_heads, d = config_.head_dim();
-  double t0 = NowMs();
+  const int64_t B = cache.batch(), H = config_.num_heads, d = config_.head_dim(), kept = keep.size(2);
+  auto new_slots = torch::arange(kept, torch::TensorOptions().dtype(torch::kInt64).device(device_))
+                       .view({1, 1, kept}).expand_as(keep);
+  auto delta = (new_slots - keep).reshape({B * H, kept});
+  auto k_live = lc.K().reshape({B * H, 1, kept, d});
+  auto rotated = Rotate(k_live, delta).reshape({B, H, kept, d});
+  lc.keys.narrow(2, 0, kept).copy_(rotated);
+}
+
+void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache,
+                               KvPolicy* policy, ForwardStats* stats, const AttendedLayer& attended) {
+  LayerCache& lc = cache.layer(layer);
+  const int64_t n = lc.length, H = config_.num_heads;
+  const double t0 = NowMs();
+  if (const std::optional<SinkWindowRule> rule = policy->sink_window_rule()) {
+    // Positional rule: evict logical [sinks, n - window) directly (a ring buffer after the sinks
+    // when slots are reused: the next token takes the slot just freed).
+    if (n > rule->sinks + rule->window) {
+      if (cache.mode() == PositionMode::kRerotate) {
+        auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device_);
+        auto keep = torch::cat({torch::arange(0, rule->sinks, opts),
+                                torch::arange(n - rule->window, n, opts)})
+                        .view({1, 1, -1}).expand({cache.batch(), H, rule->sinks + rule->window})
+                        .contiguous();
+        KeepEntries(layer, cache, keep);
+      } else {
+        cache.EvictRange(layer, rule->sinks, n - rule->window);
+      }
+    }
+    if (stats) stats->policy_ms += NowMs() - t0;
+    return;
+  }
+  // Policies see their entries oldest first (logical order), whatever slots they occupy.
+  const torch::Tensor order = cache.LogicalOrder(layer);  // undefined: slots are in order
+  auto logical = [&](const torch::Tensor& t, int64_t dim) -> torch::Tensor {
+    if (!order.defined() || !t.defined()) return t;
+    std::vector<int64_t> shape = t.sizes().vec();
+    torch::Tensor index = order;
+    if (dim == 2 && t.dim() == 4) index = order.unsqueeze(-1);
+    if (dim == 3) index = order.unsqueeze(2);
+    return t.gather(dim, index.expand(shape));
+  };
+  const bool key_values = policy->NeedsKeyValues();
   LayerView view;
   view.layer = layer;
   view.num_layers = config_.num_layers;
@@ -424,25 +511,14 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
   view.tokens_seen = req.tokens_seen + req.ids.size(1);
   view.prompt_length = req.prompt_length;
   view.phase = req.phase;
-  view.keys = keys;
-  view.values = lc.V();
-  view.queries = q;
-  view.probs = probs;
-  view.positions = lc.Positions();
+  view.keys = key_values ? logical(attended.keys, 2) : attended.keys;
+  view.values = key_values ? logical(lc.V(), 2) : lc.V();
+  view.queries = attended.queries;
+  view.probs = logical(attended.probs, 3);
+  view.received = logical(attended.received, 2);
+  view.positions = logical(lc.Positions(), 2);
   torch::Tensor keep = policy->SelectKeep(view);
-  if (keep.defined() && keep.size(2) < n) {
-    cache.Keep(layer, keep);
-    if (cache.mode() == PositionMode::kRerotate) {
-      // Re-rotate kept keys from their old slot to their new slot (RoPE composes).
-      const int64_t kept = keep.size(2);
-      auto new_slots = torch::arange(kept, torch::TensorOptions().dtype(torch::kInt64).device(device_))
-                           .view({1, 1, kept}).expand_as(keep);
-      auto delta = (new_slots - keep).reshape({B * H, kept});
-      auto k_live = lc.K().reshape({B * H, 1, kept, d});
-      auto rotated = Rotate(k_live, delta).reshape({B, H, kept, d});
-      lc.keys.narrow(2, 0, kept).copy_(rotated);
-    }
-  }
+  if (keep.defined() && keep.size(2) < n) KeepEntries(layer, cache, keep);
   if (stats) stats->policy_ms += NowMs() - t0;
 }
 
@@ -455,24 +531,29 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   const int64_t before = lc.length;
   lc.has_padding = lc.has_padding || padded;
   const bool evict = policy != nullptr && req.evict;
-  const bool keep_probs = evict && policy->NeedsAttention();
-  if (fused_cpu_attention_ && device_.is_cpu() && B == 1 && compute_dtype_ == torch::kFloat32 &&
-      !lc.has_padding) {
+  const AttentionNeeds needs = evict ? policy->attention_needs() : AttentionNeeds{};
+  // A cache that reuses slots is only ever attended by the fused kernels (they read its rank).
+  if (cache.slot_reuse() || (UsesFusedCpuAttention(B) && !lc.has_padding)) {
     auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
     auto positions = req.positions.to(torch::kCPU).contiguous().view({m});
-    torch::Tensor out, probs, q, keys;
+    AttendedLayer attended;
+    torch::Tensor out;
     if (m > 1) {
-      out = PrefillAttentionCpu(layer, qkv, positions, cache, keep_probs, &probs, &q, &keys);
+      out = PrefillAttentionCpu(layer, qkv, positions, cache, needs, &attended.probs,
+                                &attended.received, &attended.queries, &attended.keys);
     } else {
-      out = DecodeAttentionCpu(layer, qkv, positions.data_ptr<int64_t>()[0], cache, &probs, &q);
+      out = DecodeAttentionCpu(layer, qkv, positions.data_ptr<int64_t>()[0], cache,
+                               &attended.probs, &attended.queries);
+      if (needs.received) attended.received = attended.probs.to(torch::kDouble).sum(2);
+      if (needs.last_rows == 0) attended.probs = torch::Tensor();
       // Policies see the keys as attended (rotated at their slot in shifted mode); positional and
       // attention-only policies read just the shape, so the rotation is skipped for them.
-      keys = cache.mode() == PositionMode::kShifted && evict && policy->NeedsKeyValues()
-                 ? KeysRotatedAtSlotsCpu(lc)
-                 : lc.K();
+      attended.keys = cache.mode() == PositionMode::kShifted && evict && policy->NeedsKeyValues()
+                          ? KeysRotatedAtSlotsCpu(lc)
+                          : lc.K();
     }
     if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, lc.length);
-    if (evict) ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
+    if (evict) ApplyPolicy(layer, req, cache, policy, stats, attended);
     return Linear(out, w.dense_w, w.dense_b);
   }
   // Fused QKV is interleaved per head: [head0: q k v, head1: q k v, ...].
@@ -511,7 +592,9 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, n);
   auto values = lc.V();
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  torch::Tensor probs;  // [B,H,m,n] float32, materialised only for policies that read it
+  // [B,H,m,n] float32 on this generic path, materialised only for policies that read statistics.
+  const bool keep_probs = needs.any();
+  torch::Tensor probs;
   if (keep_probs) probs = torch::zeros({B, H, m, n}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   // Queries in blocks of 128 rows: a block's scores stay in cache, and the keys after its last
   // query (all hidden by the causal mask) are neither multiplied nor normalised. Masked scores
@@ -539,7 +622,15 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 2);  // [B,H,m,d]
   out = out.permute({0, 2, 1, 3}).reshape({B, m, H * d});
 
-  if (evict) ApplyPolicy(layer, req, cache, policy, stats, keys, q, probs);
+  if (evict) {
+    AttendedLayer attended{keys, q, probs, torch::Tensor()};
+    if (keep_probs) {
+      if (needs.received) attended.received = probs.to(torch::kDouble).sum(2);
+      const int64_t r = std::min(needs.last_rows, m);
+      attended.probs = r > 0 ? probs.narrow(2, m - r, r) : torch::Tensor();
+    }
+    ApplyPolicy(layer, req, cache, policy, stats, attended);
+  }
   return Linear(out, w.dense_w, w.dense_b);
 }
 

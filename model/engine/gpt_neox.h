@@ -75,6 +75,7 @@ class GptNeoxModel {
   // Batch-1 float32 CPU attention runs in fused kernels (DecodeAttentionCpu, PrefillAttentionCpu)
   // unless this is turned off; off, every forward takes the generic tensor-op path. Both compute
   // the same math: the switch exists so tests and benchmarks can compare them side by side.
+  // It is read when a cache is made (NewCache): fused caches reuse evicted slots.
   void set_fused_cpu_attention(bool enabled) { fused_cpu_attention_ = enabled; }
 
   // One forward over req.ids with `cache` (appended to; pruned by `policy` if given).
@@ -98,10 +99,12 @@ class GptNeoxModel {
   // no padding, any positional mode: q/k rotation, cache append, then per (head, 128-query
   // block) one GEMM for the scores, the causal mask on the diagonal block only, softmax in place
   // and one GEMM into the output's final [1,m,H*d] layout. Sets *q_out [1,H,m,d] (rotated), *keys
-  // (as attended) and, when keep_probs, *probs [1,H,m,n].
+  // (as attended) and what `needs` asks for, computed block by block: *received [1,H,n] float64
+  // and *probs [1,H,r,n] (the last r rows).
   torch::Tensor PrefillAttentionCpu(int64_t layer, const torch::Tensor& qkv,
                                     const torch::Tensor& text_positions, KvCache& cache,
-                                    bool keep_probs, torch::Tensor* probs, torch::Tensor* q_out,
+                                    const AttentionNeeds& needs, torch::Tensor* probs,
+                                    torch::Tensor* received, torch::Tensor* q_out,
                                     torch::Tensor* keys);
   // cos/sin of rotary pair i at `position` (table for trained positions, computed past it).
   void RotaryCosSin(int64_t position, int64_t i, float* c, float* s) const;
@@ -110,9 +113,18 @@ class GptNeoxModel {
   torch::Tensor KeysRotatedAtSlotsCpu(const LayerCache& lc) const;
   // Rotates one head vector x[0..d) in place to `position` (NeoX half split on the first r dims).
   void RotateHeadCpu(float* x, int64_t position) const;
+  // What a layer's attention hands the policy, in slot order: keys as attended [B,H,n,d], the
+  // rotated queries [B,H,m,d] and the statistics of AttentionNeeds (LayerView's probs, received).
+  struct AttendedLayer {
+    torch::Tensor keys, queries, probs, received;
+  };
+  // Runs the policy after a layer's attention: its sinks + window rule directly, or SelectKeep on
+  // a view in logical order, then evicts.
   void ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache, KvPolicy* policy,
-                   ForwardStats* stats, const torch::Tensor& keys, const torch::Tensor& q,
-                   const torch::Tensor& probs);
+                   ForwardStats* stats, const AttendedLayer& attended);
+  // cache.Keep(), plus rerotate mode's re-rotation of the kept keys.
+  void KeepEntries(int64_t layer, KvCache& cache, const torch::Tensor& keep);
+  bool UsesFusedCpuAttention(int64_t batch) const;
   torch::Tensor Mlp(const LayerWeights& w, const torch::Tensor& x) const;
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
   torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& positions) const;

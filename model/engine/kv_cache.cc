@@ -59,6 +59,12 @@ void KvCache::Reserve(int64_t tokens) {
   for (auto& lc : layers_) Grow(lc, tokens);
 }
 
+void KvCache::ReserveForAppend(int64_t m) {
+  for (auto& lc : layers_) {
+    if (lc.length + m > lc.capacity()) Reallocate(lc, lc.length + m);
+  }
+}
+
 void KvCache::Append(int64_t layer, const torch::Tensor& k, const torch::Tensor& v,
                      const torch::Tensor& positions, const torch::Tensor& valid) {
   LayerCache& lc = layers_[layer];
@@ -68,6 +74,7 @@ void KvCache::Append(int64_t layer, const torch::Tensor& k, const torch::Tensor&
   lc.values.narrow(2, lc.length, m).copy_(v);
   lc.positions.narrow(2, lc.length, m).copy_(positions.unsqueeze(1).expand({batch_, heads_, m}));
   lc.valid.narrow(1, lc.length, m).copy_(valid);
+  AppendOrder(lc, m);
   lc.length += m;
 }
 
@@ -90,6 +97,7 @@ void KvCache::AppendCpu(int64_t layer, const float* k, const float* v, int64_t m
     }
     valid[slot] = true;
   }
+  AppendOrder(lc, m);
   lc.length += m;
 }
 
@@ -129,9 +137,142 @@ void KvCache::KeepInPlaceCpu(LayerCache& lc, const torch::Tensor& keep) {
   lc.length = k;
 }
 
+void KvCache::AppendOrder(LayerCache& lc, int64_t m) {
+  if (lc.in_order()) return;
+  // New entries are the newest: appended at the end of the logical order, in the slots after
+  // the live ones (slot == its logical index at the time of the append).
+  for (int64_t h = 0; h < heads_; ++h) {
+    for (int64_t t = 0; t < m; ++t) {
+      lc.order[h].push_back(lc.length + t);
+      lc.rank[h].push_back(lc.length + t);
+    }
+  }
+}
+
+void KvCache::MoveRow(LayerCache& lc, int64_t h, int64_t from, int64_t to) {
+  const int64_t cap = lc.capacity(), row_bytes = head_dim_ * lc.keys.element_size();
+  auto* keys = static_cast<char*>(lc.keys.data_ptr());
+  auto* values = static_cast<char*>(lc.values.data_ptr());
+  int64_t* positions = lc.positions.data_ptr<int64_t>();
+  std::memcpy(keys + (h * cap + to) * row_bytes, keys + (h * cap + from) * row_bytes, row_bytes);
+  std::memcpy(values + (h * cap + to) * row_bytes, values + (h * cap + from) * row_bytes, row_bytes);
+  positions[h * cap + to] = positions[h * cap + from];
+}
+
+// Surviving entries stay in their slots; an entry in a slot >= k (there are as many as there are
+// evicted entries below k) moves into the lowest free slot. The logical order is rebuilt from the
+// old one, so policies keep seeing their entries oldest first.
+void KvCache::KeepReusingSlots(LayerCache& lc, int64_t h, const int64_t* kept, int64_t k) {
+  const int64_t n = lc.length;
+  std::vector<int64_t>& order = lc.order[h];
+  std::vector<int64_t>& slots = scratch_slots_;
+  slots.resize(k);
+  for (int64_t j = 0; j < k; ++j) {
+    TORCH_CHECK(kept[j] >= 0 && kept[j] < n && (j == 0 || kept[j] > kept[j - 1]),
+                "KV cache: kept entries must be ascending logical indices in [0, ", n, ")");
+    slots[j] = order[kept[j]];
+  }
+  std::vector<char>& is_kept = scratch_kept_;
+  is_kept.assign(n, 0);
+  for (int64_t j = 0; j < k; ++j) is_kept[slots[j]] = 1;
+  std::vector<int64_t>& remap = scratch_remap_;
+  remap.resize(n);
+  int64_t hole = 0;
+  for (int64_t s = k; s < n; ++s) {
+    if (!is_kept[s]) continue;
+    while (is_kept[hole]) ++hole;
+    MoveRow(lc, h, s, hole);
+    remap[s] = hole++;
+  }
+  order.resize(k);
+  std::vector<int64_t>& rank = lc.rank[h];
+  rank.resize(k);
+  for (int64_t j = 0; j < k; ++j) {
+    order[j] = slots[j] >= k ? remap[slots[j]] : slots[j];
+    rank[order[j]] = j;
+  }
+}
+
+void KvCache::KeepAllHeadsReusingSlots(LayerCache& lc, const int64_t* kept, int64_t head_stride,
+                                       int64_t k) {
+  if (lc.in_order()) {
+    // Materialise the identity order for every head first; dropped again below if it survives.
+    lc.order.assign(heads_, std::vector<int64_t>(lc.length));
+    for (auto& o : lc.order) {
+      for (int64_t i = 0; i < lc.length; ++i) o[i] = i;
+    }
+    lc.rank = lc.order;
+  }
+  for (int64_t h = 0; h < heads_; ++h) KeepReusingSlots(lc, h, kept + h * head_stride, k);
+  lc.length = k;
+  bool identity = true;
+  for (int64_t h = 0; h < heads_ && identity; ++h) {
+    for (int64_t j = 0; j < k && identity; ++j) identity = lc.order[h][j] == j;
+  }
+  if (identity) {
+    lc.order.clear();
+    lc.rank.clear();
+  }
+  ShrinkIfMostlyEmpty(lc);
+}
+
+void KvCache::ShrinkIfMostlyEmpty(LayerCache& lc) {
+  const int64_t k = lc.length, wanted = k + std::max<int64_t>(64, k / 4);
+  if (wanted * 4 < lc.capacity() * 3) Reallocate(lc, wanted);  // slots [0,k) are the live ones
+}
+
+void KvCache::EvictRange(int64_t layer, int64_t begin, int64_t end) {
+  LayerCache& lc = layers_[layer];
+  const int64_t n = lc.length;
+  TORCH_CHECK(0 <= begin && begin <= end && end <= n, "KV cache: evicted range [", begin, ", ",
+              end, ") outside [0, ", n, ")");
+  if (begin == end) return;
+  std::vector<int64_t> kept;
+  kept.reserve(n - (end - begin));
+  for (int64_t i = 0; i < begin; ++i) kept.push_back(i);
+  for (int64_t i = end; i < n; ++i) kept.push_back(i);
+  const int64_t k = static_cast<int64_t>(kept.size());
+  if (slot_reuse_) {
+    KeepAllHeadsReusingSlots(lc, kept.data(), /*head_stride=*/0, k);
+    return;
+  }
+  auto idx = torch::tensor(kept, torch::kInt64).view({1, 1, k}).expand({batch_, heads_, k});
+  Keep(layer, idx.contiguous().to(device_));
+}
+
+torch::Tensor KvCache::LogicalOrder(int64_t layer) const {
+  const LayerCache& lc = layers_[layer];
+  if (lc.in_order()) return {};
+  torch::Tensor order = torch::empty({1, heads_, lc.length}, torch::kInt64);
+  int64_t* o = order.data_ptr<int64_t>();
+  for (int64_t h = 0; h < heads_; ++h) {
+    std::memcpy(o + h * lc.length, lc.order[h].data(), lc.length * sizeof(int64_t));
+  }
+  return order.to(device_);
+}
+
+torch::Tensor KvCache::Logical(int64_t layer, const torch::Tensor& t) const {
+  torch::Tensor order = LogicalOrder(layer);
+  if (!order.defined()) return t;
+  if (t.dim() == 4) return t.gather(2, order.unsqueeze(-1).expand_as(t));
+  return t.gather(2, order);
+}
+
+torch::Tensor KvCache::LogicalKeys(int64_t layer) const { return Logical(layer, layers_[layer].K()); }
+torch::Tensor KvCache::LogicalValues(int64_t layer) const { return Logical(layer, layers_[layer].V()); }
+torch::Tensor KvCache::LogicalPositions(int64_t layer) const {
+  return Logical(layer, layers_[layer].Positions());
+}
+
 void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {
   LayerCache& lc = layers_[layer];
   int64_t k = keep.size(2);
+  if (slot_reuse_) {
+    TORCH_CHECK(batch_ == 1 && keep.size(1) == heads_, "KV cache: slot reuse needs batch 1");
+    torch::Tensor idx = keep.to(torch::kCPU, torch::kInt64).contiguous();
+    KeepAllHeadsReusingSlots(lc, idx.data_ptr<int64_t>(), k, k);
+    return;
+  }
   // Release storage when the kept entries (plus growth room) need under 3/4 of it: eviction
   // must free memory for real, not only shorten the live length.
   const int64_t wanted = k + std::max<int64_t>(64, k / 4);

@@ -29,6 +29,12 @@ struct LayerCache {
   torch::Tensor valid;      // [B, capacity] bool: false for left-padding slots
   int64_t length = 0;
   bool has_padding = false;  // some slot is invalid (left-padded batch)
+  // Slot bookkeeping of caches that reuse evicted slots (KvCache::slot_reuse()): the live slots
+  // [0, length) then hold each head's entries in no particular order. order[h][i] is the slot of
+  // head h's i-th oldest entry (its logical index i), rank[h][s] the logical index of slot s.
+  // Both are empty while every head's slots are in logical order (slot == logical index).
+  std::vector<std::vector<int64_t>> order, rank;
+  bool in_order() const { return order.empty(); }
 
   int64_t capacity() const { return keys.defined() ? keys.size(2) : 0; }
   torch::Tensor K() const { return keys.narrow(2, 0, length); }
@@ -44,6 +50,9 @@ class KvCache {
 
   // Pre-allocates every layer for `tokens` slots (generation knows its final length).
   void Reserve(int64_t tokens);
+  // Grows each layer to exactly its live length + m slots where it has less room (no growth
+  // slack): chunked prefill's peak is then exactly the kept entries + one chunk.
+  void ReserveForAppend(int64_t m);
   // Appends m new entries to `layer`: k, v [B,H,m,d], positions [B,m] int64, valid [B,m] bool.
   void Append(int64_t layer, const torch::Tensor& k, const torch::Tensor& v,
               const torch::Tensor& positions, const torch::Tensor& valid);
@@ -52,9 +61,27 @@ class KvCache {
   // t's true text position. Same effect as Append() without building tensors.
   void AppendCpu(int64_t layer, const float* k, const float* v, int64_t m, int64_t token_stride,
                  int64_t head_stride, const int64_t* positions);
-  // Keeps the slots `keep` ([B,H,k] int64, ascending per head) and compacts them to [0,k).
-  // Storage is shrunk when the cache is much smaller than its capacity, so memory is freed.
+  // Keeps the entries `keep` ([B,H,k] int64 logical indices, ascending per head). Without slot
+  // reuse the kept entries are compacted to slots [0,k) in order. With slot reuse the surviving
+  // entries stay where they are and only entries in slots >= k move into the freed slots below k
+  // (per-step policies evict one entry per token: one row moves, or none). Storage is shrunk
+  // when the cache is much smaller than its capacity, so memory is freed.
   void Keep(int64_t layer, const torch::Tensor& keep);
+  // Evicts the entries with logical indices [begin, end) of every head (sinks + window rules),
+  // without building index tensors on the slot-reuse path.
+  void EvictRange(int64_t layer, int64_t begin, int64_t end);
+  // Slot reuse: on for batch-1 CPU float32 caches in original or shifted mode (kv-policies.md
+  // §2.6: attention over a set of slots is order-free once each slot's rotation is known).
+  void set_slot_reuse(bool enabled) { slot_reuse_ = enabled; }
+  bool slot_reuse() const { return slot_reuse_; }
+  // [B,H,n] int64: the slot of each logical index (oldest first), or an undefined tensor when the
+  // layer's slots are in logical order.
+  torch::Tensor LogicalOrder(int64_t layer) const;
+  // The layer's live keys, values [B,H,n,d] and positions [B,H,n] in logical order (copies when
+  // slots are reordered; for tests and tools).
+  torch::Tensor LogicalKeys(int64_t layer) const;
+  torch::Tensor LogicalValues(int64_t layer) const;
+  torch::Tensor LogicalPositions(int64_t layer) const;
   void Clear();
 
   LayerCache& layer(int64_t i) { return layers_[i]; }
@@ -78,6 +105,14 @@ class KvCache {
  private:
   void Grow(LayerCache& lc, int64_t needed);
   void KeepInPlaceCpu(LayerCache& lc, const torch::Tensor& keep);
+  // Slot reuse: head h keeps the logical indices kept[0..k) (ascending).
+  void KeepReusingSlots(LayerCache& lc, int64_t h, const int64_t* kept, int64_t k);
+  // Every head keeps kept[h * head_stride + j], j < k; then the live length is k.
+  void KeepAllHeadsReusingSlots(LayerCache& lc, const int64_t* kept, int64_t head_stride, int64_t k);
+  void MoveRow(LayerCache& lc, int64_t h, int64_t from, int64_t to);
+  void AppendOrder(LayerCache& lc, int64_t m);
+  void ShrinkIfMostlyEmpty(LayerCache& lc);
+  torch::Tensor Logical(int64_t layer, const torch::Tensor& t) const;
   void Reallocate(LayerCache& lc, int64_t new_capacity);
 
   std::vector<LayerCache> layers_;
@@ -85,7 +120,10 @@ class KvCache {
   torch::TensorOptions options_;
   torch::Device device_;
   PositionMode mode_;
+  bool slot_reuse_ = false;
   int64_t peak_bytes_ = 0;
+  std::vector<int64_t> scratch_slots_, scratch_remap_;  // KeepReusingSlots, no per-call malloc
+  std::vector<char> scratch_kept_;
 };
 
 }  // namespace kvgrid

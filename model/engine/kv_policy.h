@@ -7,7 +7,9 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -29,8 +31,29 @@ struct LayerView {
   torch::Tensor keys;           // [B,H,n,d] as attended this step (rotated)
   torch::Tensor values;         // [B,H,n,d]
   torch::Tensor queries;        // [B,H,m,d] as attended this step (rotated)
-  torch::Tensor probs;          // [B,H,m,n] float32 attention probabilities of this forward
+  // Attention statistics of this forward, only those the policy asked for (AttentionNeeds):
+  torch::Tensor probs;          // [B,H,r,n] float32 probabilities of the LAST r = min(rows, m)
+                                // query rows of this forward (r = m when all rows were asked for)
+  torch::Tensor received;       // [B,H,n] float64 attention each slot received, summed over all
+                                // m query rows of this forward (H2O, observed attention)
   torch::Tensor positions;      // [B,H,n] int64 true text positions of the slots
+};
+
+// Which attention statistics a policy reads. The fused CPU prefill kernel computes exactly these
+// inside its blockwise pass, so no policy costs [H, m, n] probabilities (kv-policies.md §2.5).
+struct AttentionNeeds {
+  static constexpr int64_t kAllRows = std::numeric_limits<int64_t>::max();
+  bool received = false;  // LayerView::received
+  int64_t last_rows = 0;  // LayerView::probs holds the last min(last_rows, m) rows
+  bool any() const { return received || last_rows > 0; }
+};
+
+// A positional rule the engine applies itself, without tensors: keep the `sinks` oldest entries
+// and the `window` newest (window/streaming_llm). On batch-1 CPU caches the evicted slot is
+// reused by the next token, so the window is a ring buffer after the sinks.
+struct SinkWindowRule {
+  int64_t sinks = 0;
+  int64_t window = 0;
 };
 
 class KvPolicy {
@@ -41,8 +64,11 @@ class KvPolicy {
   virtual void Reset(int64_t num_layers) { (void)num_layers; }
   // Slots to keep, [B,H,k] int64 sorted ascending per head; an undefined tensor keeps everything.
   virtual torch::Tensor SelectKeep(const LayerView& view) = 0;
-  // True when the policy needs `probs` (lets the engine skip keeping them when nobody reads them).
-  virtual bool NeedsAttention() const { return false; }
+  // The attention statistics SelectKeep reads (none by default).
+  virtual AttentionNeeds attention_needs() const { return {}; }
+  // Positional policies that keep sinks + a recent window return their rule: the engine then
+  // evicts by it directly (same slots as SelectKeep would return) and never calls SelectKeep.
+  virtual std::optional<SinkWindowRule> sink_window_rule() const { return std::nullopt; }
   // False when the policy reads only the shape of `keys`, never their values (positional and
   // attention-based policies): lets the engine skip rotating the cache for the view in shifted
   // mode, where keys are stored before rotary.

@@ -28,7 +28,7 @@ class H2oPolicy : public KvPolicy {
 
   std::string name() const override { return "h2o"; }
   bool NeedsKeyValues() const override { return false; }
-  bool NeedsAttention() const override { return true; }
+  AttentionNeeds attention_needs() const override { return {.received = true}; }
 
   void Reset(int64_t num_layers) override {
     scores_.assign(num_layers, torch::Tensor());
@@ -38,11 +38,10 @@ class H2oPolicy : public KvPolicy {
   torch::Tensor SelectKeep(const LayerView& view) override {
     RequireSingleSequence(view, name());
     if (static_cast<int64_t>(scores_.size()) != view.num_layers) Reset(view.num_layers);
-    TORCH_CHECK(view.probs.defined(), "h2o needs the attention probabilities of layer ", view.layer);
     ResolveBudgets(view.prompt_length);
 
-    const int64_t n = view.n, m = view.probs.size(2);
-    torch::Tensor received = view.probs.to(torch::kDouble).sum(2);  // [B,H,n]
+    const int64_t n = view.n, m = view.new_tokens;
+    torch::Tensor received = AttentionReceived(view);  // [B,H,n]
     torch::Tensor& acc = scores_.at(view.layer);
     const int64_t held = acc.defined() ? acc.size(-1) : 0;
     TORCH_CHECK(held == n - m, "h2o: layer ", view.layer, " held ", n - m,

@@ -17,7 +17,7 @@ class ObservedAttentionPolicy : public ScorerPolicy {
  public:
   explicit ObservedAttentionPolicy(const PolicySpec& spec)
       : ScorerPolicy(spec, kDecodingQueryBuffer) {}
-  bool NeedsAttention() const override { return true; }
+  AttentionNeeds attention_needs() const override { return {.received = true}; }
 
  protected:
   torch::Tensor Select(const LayerView& view, bool decoding, int64_t k) override {
@@ -29,10 +29,8 @@ class ObservedAttentionPolicy : public ScorerPolicy {
                      .sum(2);
       seen_by = (view.positions.unsqueeze(-2) <= qpos.unsqueeze(-1)).sum(2).to(torch::kDouble);
     } else {
-      TORCH_CHECK(view.probs.defined(), name(), " needs the attention probabilities of layer ",
-                  view.layer);
-      const int64_t m = view.probs.size(2), n = view.n;
-      received = view.probs.to(torch::kDouble).sum(2);
+      const int64_t m = view.new_tokens, n = view.n;
+      received = AttentionReceived(view);
       seen_by = torch::arange(n, 0, -1, received.options()).clamp_max(static_cast<double>(m));
     }
     return TopKAscending(received / seen_by.clamp_min(1.0), k);

@@ -57,7 +57,8 @@ class PyramidKvPolicy : public SnapKvPolicy {
       return PyramidBudgetKvCacheFactory(view.n, budget().count, window(), beta_, view.num_layers,
                                          view.layer);
     }
-    const double length = static_cast<double>(decoding ? view.tokens_seen : view.n);
+    const double length = static_cast<double>(
+        decoding || view.n != view.new_tokens ? view.tokens_seen : view.n);  // chunks: as ScorerPolicy
     return PyramidBudgetKvpress(view.n, length * budget().ratio, window(), beta_, view.num_layers,
                                 view.layer);
   }

@@ -16,6 +16,13 @@ void RequireSingleSequence(const LayerView& view, const std::string& policy) {
               t.size(0), "); use --batch 1 or the 'full' policy");
 }
 
+torch::Tensor AttentionReceived(const LayerView& view) {
+  if (view.received.defined()) return view.received;
+  TORCH_CHECK(view.probs.defined(), "the policy needs the attention received by the slots of layer ",
+              view.layer);
+  return view.probs.to(torch::kDouble).sum(2);
+}
+
 int64_t FloorRatio(int64_t n, double ratio) {
   return static_cast<int64_t>(std::floor(static_cast<double>(n) * ratio));
 }
@@ -143,7 +150,9 @@ void ScorerPolicy::EnsureLayers(int64_t num_layers) {
 
 int64_t ScorerPolicy::Target(const LayerView& view, bool decoding) const {
   if (!budget_.is_ratio()) return budget_.count;
-  return budget_.Resolve(decoding ? view.tokens_seen : view.n);
+  // Prefill: floor(n * ratio) of the prompt; a chunked prefill resolves it against the tokens
+  // seen so far (the whole prompt at its last chunk), as the decoding variant does.
+  return budget_.Resolve(decoding || view.n != view.new_tokens ? view.tokens_seen : view.n);
 }
 
 torch::Tensor ScorerPolicy::SelectKeep(const LayerView& view) {

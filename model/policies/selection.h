@@ -22,6 +22,11 @@ namespace policies {
 // the c10::Error into a Status).
 void RequireSingleSequence(const LayerView& view, const std::string& policy);
 
+// The attention each slot received from this forward's query rows, [B,H,n] float64: the view's
+// `received` when the engine computed it, else summed over the rows of `probs` (views built by
+// hand in tests carry every row).
+torch::Tensor AttentionReceived(const LayerView& view);
+
 // floor(n * ratio) computed as Python's int(n * ratio) (kvpress ScorerPress).
 int64_t FloorRatio(int64_t n, double ratio);
 // ceil(n * ratio) (l2compress keep_ratio).

@@ -9,7 +9,7 @@ namespace policies {
 class SnapKvPolicy : public ScorerPolicy {
  public:
   explicit SnapKvPolicy(const PolicySpec& spec);
-  bool NeedsAttention() const override { return true; }
+  AttentionNeeds attention_needs() const override { return {.last_rows = window_}; }
 
  protected:
   torch::Tensor Select(const LayerView& view, bool decoding, int64_t k) override;

@@ -17,6 +17,9 @@ class StreamingLlmPolicy : public KvPolicy {
       : sinks_(spec.Int("sink_tokens", 4)), window_(spec.Int("window")) {}
   std::string name() const override { return "streaming_llm"; }
   bool NeedsKeyValues() const override { return false; }
+  std::optional<SinkWindowRule> sink_window_rule() const override {
+    return SinkWindowRule{sinks_, window_};
+  }
   torch::Tensor SelectKeep(const LayerView& view) override {
     RequireSingleSequence(view, name());
     if (view.n <= sinks_ + window_) return {};

@@ -15,7 +15,7 @@ class TovaPolicy : public KvPolicy {
   explicit TovaPolicy(const PolicySpec& spec) : cache_size_(spec.Int("cache_size")) {}
   std::string name() const override { return "tova"; }
   bool NeedsKeyValues() const override { return false; }
-  bool NeedsAttention() const override { return true; }
+  AttentionNeeds attention_needs() const override { return {.last_rows = 1}; }
 
   torch::Tensor SelectKeep(const LayerView& view) override {
     RequireSingleSequence(view, name());

@@ -13,6 +13,9 @@ class WindowPolicy : public KvPolicy {
   explicit WindowPolicy(const PolicySpec& spec) : window_(spec.Int("window")) {}
   std::string name() const override { return "window"; }
   bool NeedsKeyValues() const override { return false; }
+  std::optional<SinkWindowRule> sink_window_rule() const override {
+    return SinkWindowRule{0, window_};
+  }
   torch::Tensor SelectKeep(const LayerView& view) override {
     RequireSingleSequence(view, name());
     if (view.n <= window_) return {};

@@ -97,7 +97,7 @@ TEST(KvCacheMemory, BoundedPolicyKeepsAllocatedBytesFlat) {
 class RecordingSinkWindow : public SinkWindow {
  public:
   using SinkWindow::SinkWindow;
-  bool NeedsAttention() const override { return true; }
+  AttentionNeeds attention_needs() const override { return {.last_rows = AttentionNeeds::kAllRows}; }
   torch::Tensor SelectKeep(const LayerView& v) override {
     seen.push_back({v.queries.clone(), v.keys.clone(), v.probs.clone()});
     return SinkWindow::SelectKeep(v);
@@ -131,10 +131,10 @@ ChunkedRun RunChunked(GptNeoxModel& model, PositionMode mode, KvPolicy* policy) 
     start += len;
   }
   for (int64_t l = 0; l < cache.num_layers(); ++l) {
-    const LayerCache& lc = cache.layer(l);
-    run.cache.push_back(lc.K().clone());
-    run.cache.push_back(lc.V().clone());
-    run.cache.push_back(lc.Positions().to(torch::kFloat32));
+    // In logical order: the fused path's cache reuses evicted slots, the generic one compacts.
+    run.cache.push_back(cache.LogicalKeys(l).clone());
+    run.cache.push_back(cache.LogicalValues(l).clone());
+    run.cache.push_back(cache.LogicalPositions(l).to(torch::kFloat32));
   }
   return run;
 }

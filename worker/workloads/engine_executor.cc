@@ -127,6 +127,7 @@ class EngineExecutor : public RunExecutor {
       o.context_tokens = spec.perplexity.context_tokens;
       o.continuation_tokens = spec.perplexity.continuation_tokens;
       o.position_mode = mode;
+      o.prefill_chunk = spec.prefill_chunk;
       ASSIGN_OR_RETURN(result, RunPerplexity(*lm->model, ids, policy, o));
       result.AddMetric("dataset_tokens", static_cast<double>(ids.size()), "tokens");
     } else if (spec.workload == "generation") {
@@ -142,6 +143,7 @@ class EngineExecutor : public RunExecutor {
       o.repeats = spec.repeats;
       o.warmup = spec.warmup;
       o.position_mode = mode;
+      o.prefill_chunk = spec.prefill_chunk;
       ASSIGN_OR_RETURN(result, RunGenerationTiming(*lm->model, prompt, policy, o));
       result.AddMetric("tokenize_ms", tokenize_ms, "ms");
     } else {

@@ -50,6 +50,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   sp.greedy = true;
   sp.ignore_eos = true;
   sp.max_new_tokens = o.new_tokens;
+  sp.prefill_chunk = o.prefill_chunk;
 
   // Free memory an earlier run left in the heap (RetainFreedMemoryForReuse) goes back to the
   // kernel first, so this run's peak RSS counts this run's memory. Not per repetition: warm-ups

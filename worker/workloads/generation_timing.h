@@ -19,6 +19,7 @@ struct GenerationTimingOptions {
   int64_t repeats = 5;
   int64_t warmup = 2;
   PositionMode position_mode = PositionMode::kOriginal;
+  int64_t prefill_chunk = 0;  // SamplingParams::prefill_chunk
 };
 
 // `prompt` is already cut to the prompt length. Metrics: ttft_ms, tpot_ms, throughput_tok_s,

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "model/engine/generate.h"
 #include "model/engine/kv_policy.h"
 
 namespace kvgrid {
@@ -139,6 +140,9 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
       ctx.logits = LogitsRows::kLast;
       ctx.phase = ForwardPhase::kPrefill;
       ctx.prompt_length = C;
+      // With prefill_chunk the context runs in chunks, the policy evicting after each.
+      ASSIGN_OR_RETURN(ctx, RunLeadingPrefillChunks(model, ctx, o.prefill_chunk, policy.get() != nullptr,
+                                                    cache, policy.get(), &stats, &kv_peak));
       ASSIGN_OR_RETURN(ForwardOutput first, model.Forward(ctx, cache, policy.get(), &stats));
       kv_peak = std::max(kv_peak, cache.PeakAllocatedBytes());
       acc.Add(Nll(first.logits[0], torch::full({1}, ids[base + C], torch::kInt64).to(dev)));

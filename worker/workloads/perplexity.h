@@ -9,7 +9,8 @@
 //               compresses the context once at the end of its forward; the continuation is
 //               teacher-forced with no further eviction; only the continuation is scored (its
 //               first token is predicted from the uncompressed context, identically for every
-//               policy).
+//               policy). With prefill_chunk > 0 the context runs in chunks of that many
+//               tokens and the policy evicts after each (its budget + one chunk at most).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,7 @@ struct PerplexityOptions {
   int64_t context_tokens = 1024;
   int64_t continuation_tokens = 256;
   PositionMode position_mode = PositionMode::kOriginal;
+  int64_t prefill_chunk = 0;     // prefill protocol: the context in chunks, evicting after each
   bool keep_nll_samples = true;  // per-token NLL as the "nll" sample series
 };
 
