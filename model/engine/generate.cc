@@ -120,6 +120,7 @@ absl::StatusOr<GenerationOutput> Generate(GptNeoxModel& model,
                                                                policy, &out.stats, &out.kv_bytes_peak));
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
     ASSIGN_OR_RETURN(ForwardOutput fo, model.Forward(req, cache, policy, &out.stats));
+    if (step == 0) out.prefill_policy_ms = out.stats.policy_ms;
     out.kv_bytes_peak = std::max(out.kv_bytes_peak, cache.PeakAllocatedBytes());
     auto next = PickNext(fo.logits.select(1, 0), params, gen).to(torch::kCPU);  // host sync
     auto next_acc = next.accessor<int64_t, 1>();

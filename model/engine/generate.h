@@ -30,6 +30,7 @@ struct SamplingParams {
 struct GenerationOutput {
   std::vector<std::vector<int64_t>> new_ids;  // per row, generated ids only (EOS included if hit)
   ForwardStats stats;                          // summed over the prefill and every decode step
+  double prefill_policy_ms = 0;                // the part of stats.policy_ms spent in the prefill
   int64_t kv_bytes_peak = 0;                   // KvCache::PeakAllocatedBytes(): inside forwards too
   int64_t kv_bytes_end = 0;
 };

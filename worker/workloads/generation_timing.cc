@@ -20,7 +20,7 @@ double Ms(Clock::time_point a, Clock::time_point b) {
 }
 
 struct OneRun {
-  double ttft_ms = 0, total_ms = 0, tpot_ms = 0, scoring_ms = 0;
+  double ttft_ms = 0, total_ms = 0, tpot_ms = 0, scoring_ms = 0, decode_scoring_ms = 0;
   std::vector<double> step_ms;
   MemoryPeak prefill_peak, decode_peak;
   int64_t kv_peak = 0, kv_end = 0, kv_tokens_max = 0;
@@ -88,6 +88,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
     for (size_t i = 1; i < marks.size(); ++i) run.step_ms.push_back(Ms(marks[i - 1], marks[i]));
     run.tpot_ms = o.new_tokens > 1 ? Ms(marks.front(), marks.back()) / (o.new_tokens - 1) : 0;
     run.scoring_ms = out.stats.policy_ms;
+    run.decode_scoring_ms = out.stats.policy_ms - out.prefill_policy_ms;
     run.kv_peak = out.kv_bytes_peak;
     run.kv_end = out.kv_bytes_end;
     run.kv_tokens_max = out.stats.kv_tokens_max;
@@ -95,7 +96,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   }
 
   RunResult r;
-  std::vector<double> ttft, tpot, thr, total_thr, prefill_thr, scoring, steps, peak, reserved,
+  std::vector<double> ttft, tpot, thr, total_thr, prefill_thr, scoring, decode_scoring, steps, peak, reserved,
       prefill_peak, decode_peak;
   const double B = static_cast<double>(o.batch), P = static_cast<double>(prompt.size()),
                N = static_cast<double>(o.new_tokens);
@@ -106,6 +107,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
     total_thr.push_back(B * (P + N) / (run.total_ms / 1000.0));
     prefill_thr.push_back(B * P / (run.ttft_ms / 1000.0));
     scoring.push_back(run.scoring_ms);
+    decode_scoring.push_back(run.decode_scoring_ms);
     steps.insert(steps.end(), run.step_ms.begin(), run.step_ms.end());
     bool cuda = run.prefill_peak.allocated >= 0;
     double pp = cuda ? run.prefill_peak.allocated : run.prefill_peak.rss;
@@ -129,6 +131,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   r.AddMetric("kv_bytes_end", static_cast<double>(runs.back().kv_end), "bytes");
   r.AddMetric("kv_tokens_max", static_cast<double>(runs.back().kv_tokens_max), "tokens");
   r.AddMetric("scoring_ms", Median(scoring), "ms");
+  r.AddMetric("decode_scoring_ms", Median(decode_scoring), "ms");
   r.AddMetric("repeats", static_cast<double>(runs.size()), "");
   r.samples.push_back({"ttft_ms", "ms", ttft});
   r.samples.push_back({"tpot_ms", "ms", tpot});

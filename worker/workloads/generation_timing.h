@@ -25,7 +25,7 @@ struct GenerationTimingOptions {
 // `prompt` is already cut to the prompt length. Metrics: ttft_ms, tpot_ms, throughput_tok_s,
 // total_throughput_tok_s, prefill_tok_s, peak_memory_bytes (CUDA peak allocated; CPU peak RSS),
 // peak_reserved_bytes (CUDA), prefill/decode peaks, kv_bytes_peak, kv_bytes_end, kv_tokens_max,
-// scoring_ms; samples ttft_ms, tpot_ms, decode_step_ms.
+// scoring_ms (policy time in the whole run), decode_scoring_ms (its decode steps only); samples ttft_ms, tpot_ms, decode_step_ms.
 absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::vector<int64_t>& prompt,
                                               const PolicySpec& policy,
                                               const GenerationTimingOptions& options);
