@@ -471,6 +471,7 @@ void GptNeoxModel::KeepEntries(int64_t layer, KvCache& cache, const torch::Tenso
 
 void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache,
                                KvPolicy* policy, ForwardStats* stats, const AttendedLayer& attended) {
+  if (!policy->ActsAfter(req.phase)) return;
   LayerCache& lc = cache.layer(layer);
   const int64_t n = lc.length, H = config_.num_heads;
   const double t0 = NowMs();
@@ -512,7 +513,7 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
   view.prompt_length = req.prompt_length;
   view.phase = req.phase;
   view.keys = key_values ? logical(attended.keys, 2) : attended.keys;
-  view.values = key_values ? logical(lc.V(), 2) : lc.V();
+  view.values = order.defined() ? torch::Tensor() : lc.V();
   view.queries = attended.queries;
   view.probs = logical(attended.probs, 3);
   view.received = logical(attended.received, 2);

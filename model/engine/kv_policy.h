@@ -29,7 +29,8 @@ struct LayerView {
   int64_t prompt_length = 0;    // length of the first forward of the sequence (H2O ratios)
   ForwardPhase phase = ForwardPhase::kPrefill;
   torch::Tensor keys;           // [B,H,n,d] as attended this step (rotated)
-  torch::Tensor values;         // [B,H,n,d]
+  torch::Tensor values;         // [B,H,n,d]; undefined when the cache's slots are out of logical
+                                // order (no policy reads values; gathering them costs a cache copy)
   torch::Tensor queries;        // [B,H,m,d] as attended this step (rotated)
   // Attention statistics of this forward, only those the policy asked for (AttentionNeeds):
   torch::Tensor probs;          // [B,H,r,n] float32 probabilities of the LAST r = min(rows, m)
@@ -64,6 +65,9 @@ class KvPolicy {
   virtual void Reset(int64_t num_layers) { (void)num_layers; }
   // Slots to keep, [B,H,k] int64 sorted ascending per head; an undefined tensor keeps everything.
   virtual torch::Tensor SelectKeep(const LayerView& view) = 0;
+  // False when the policy never evicts after a forward of this phase (prefill-only scorers while
+  // decoding): the engine then builds no view and calls nothing.
+  virtual bool ActsAfter(ForwardPhase phase) const { (void)phase; return true; }
   // The attention statistics SelectKeep reads (none by default).
   virtual AttentionNeeds attention_needs() const { return {}; }
   // Positional policies that keep sinks + a recent window return their rule: the engine then

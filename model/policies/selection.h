@@ -110,6 +110,9 @@ class ScorerPolicy : public KvPolicy {
   std::string name() const override { return name_; }
   void Reset(int64_t num_layers) override;
   torch::Tensor SelectKeep(const LayerView& view) final;
+  bool ActsAfter(ForwardPhase phase) const override {
+    return phase != ForwardPhase::kDecode || interval_ > 0;
+  }
 
  protected:
   // Entries this layer keeps now; >= view.n means "no compression".
