@@ -172,6 +172,31 @@ grid:
   EXPECT_EQ(g->runs[0].device, "auto");
 }
 
+// prefill_chunk is an axis for generation and the prefill protocol; elsewhere the point is the
+// unchunked one, stored once. An unchunked run's key does not change (no "prefill_chunk" key).
+TEST(GridTest, PrefillChunkExpandsWhereItApplies) {
+  auto g = ParseGridYaml(
+      "name: t\ndatasets:\n  - {name: wikitext-2-raw-v1}\nprefill_chunk: [0, 512]\n"
+      "workloads:\n  perplexity: {protocol: [streaming, prefill]}\n  generation: {}\n"
+      "grid:\n  policy:\n    - {name: streaming_llm, window: 60}\n",
+      "g.yaml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  std::multiset<std::string> points;
+  for (const auto& r : g->runs) {
+    const std::string what = r.workload == "generation" ? "generation" : r.perplexity.protocol;
+    points.insert(what + "/" + std::to_string(r.prefill_chunk));
+    EXPECT_EQ(r.ToJson().contains("prefill_chunk"), r.prefill_chunk > 0);
+    auto back = RunSpec::FromJson(r.ToJson());
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->prefill_chunk, r.prefill_chunk);
+  }
+  EXPECT_EQ(points, (std::multiset<std::string>{"streaming/0", "prefill/0", "prefill/512",
+                                                "generation/0", "generation/512"}));
+  EXPECT_THAT(ErrorOf("name: t\nprefill_chunk: -1\ndatasets:\n  - {name: wikitext-2-raw-v1}\n"
+                      "workloads:\n  generation: {}\ngrid:\n  policy:\n    - full\n"),
+              HasSubstr("prefill_chunk"));
+}
+
 TEST(GridTest, ErrorsCarryLineColumnAndHint) {
   // Unknown top-level key, with a suggestion.
   std::string e = ErrorOf("name: t\nrepeat: 3\n");
