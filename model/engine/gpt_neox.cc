@@ -514,6 +514,7 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
   view.phase = req.phase;
   view.keys = key_values ? logical(attended.keys, 2) : attended.keys;
   view.values = order.defined() ? torch::Tensor() : lc.V();
+  view.new_keys = lc.K().narrow(2, n - view.new_tokens, view.new_tokens);  // appended last
   view.queries = attended.queries;
   view.probs = logical(attended.probs, 3);
   view.received = logical(attended.received, 2);

@@ -193,27 +193,33 @@ void KvCache::KeepReusingSlots(LayerCache& lc, int64_t h, const int64_t* kept, i
   }
 }
 
-void KvCache::KeepAllHeadsReusingSlots(LayerCache& lc, const int64_t* kept, int64_t head_stride,
-                                       int64_t k) {
-  if (lc.in_order()) {
-    // Materialise the identity order for every head first; dropped again below if it survives.
-    lc.order.assign(heads_, std::vector<int64_t>(lc.length));
-    for (auto& o : lc.order) {
-      for (int64_t i = 0; i < lc.length; ++i) o[i] = i;
-    }
-    lc.rank = lc.order;
+void KvCache::MaterialiseOrder(LayerCache& lc) {
+  if (!lc.in_order()) return;
+  lc.order.assign(heads_, std::vector<int64_t>(lc.length));
+  for (auto& o : lc.order) {
+    for (int64_t i = 0; i < lc.length; ++i) o[i] = i;
   }
-  for (int64_t h = 0; h < heads_; ++h) KeepReusingSlots(lc, h, kept + h * head_stride, k);
+  lc.rank = lc.order;
+}
+
+void KvCache::FinishKeep(LayerCache& lc, int64_t k) {
   lc.length = k;
   bool identity = true;
   for (int64_t h = 0; h < heads_ && identity; ++h) {
     for (int64_t j = 0; j < k && identity; ++j) identity = lc.order[h][j] == j;
   }
-  if (identity) {
+  if (identity) {  // back in logical order: drop the bookkeeping
     lc.order.clear();
     lc.rank.clear();
   }
   ShrinkIfMostlyEmpty(lc);
+}
+
+void KvCache::KeepAllHeadsReusingSlots(LayerCache& lc, const int64_t* kept, int64_t head_stride,
+                                       int64_t k) {
+  MaterialiseOrder(lc);
+  for (int64_t h = 0; h < heads_; ++h) KeepReusingSlots(lc, h, kept + h * head_stride, k);
+  FinishKeep(lc, k);
 }
 
 void KvCache::ShrinkIfMostlyEmpty(LayerCache& lc) {
@@ -227,15 +233,38 @@ void KvCache::EvictRange(int64_t layer, int64_t begin, int64_t end) {
   TORCH_CHECK(0 <= begin && begin <= end && end <= n, "KV cache: evicted range [", begin, ", ",
               end, ") outside [0, ", n, ")");
   if (begin == end) return;
-  std::vector<int64_t> kept;
-  kept.reserve(n - (end - begin));
-  for (int64_t i = 0; i < begin; ++i) kept.push_back(i);
-  for (int64_t i = end; i < n; ++i) kept.push_back(i);
-  const int64_t k = static_cast<int64_t>(kept.size());
+  const int64_t evicted = end - begin, k = n - evicted;
   if (slot_reuse_) {
-    KeepAllHeadsReusingSlots(lc, kept.data(), /*head_stride=*/0, k);
+    // Every head loses the same logical range. Only live entries in slots >= k move, each into
+    // a slot freed below k (the ring buffer: the newest entry takes the oldest window entry's
+    // slot); the work is O(evicted) moves plus one pass to renumber.
+    MaterialiseOrder(lc);
+    std::vector<int64_t>& holes = scratch_slots_;
+    for (int64_t h = 0; h < heads_; ++h) {
+      std::vector<int64_t>& order = lc.order[h];
+      std::vector<int64_t>& rank = lc.rank[h];
+      holes.clear();
+      for (int64_t i = begin; i < end; ++i) {
+        if (order[i] < k) holes.push_back(order[i]);
+      }
+      size_t next = 0;
+      for (int64_t s = k; s < n; ++s) {
+        const int64_t logical = rank[s];
+        if (logical >= begin && logical < end) continue;  // evicted
+        MoveRow(lc, h, s, holes[next]);
+        order[logical] = holes[next++];
+      }
+      order.erase(order.begin() + begin, order.begin() + end);
+      rank.resize(k);
+      for (int64_t j = 0; j < k; ++j) rank[order[j]] = j;
+    }
+    FinishKeep(lc, k);
     return;
   }
+  std::vector<int64_t> kept;
+  kept.reserve(k);
+  for (int64_t i = 0; i < begin; ++i) kept.push_back(i);
+  for (int64_t i = end; i < n; ++i) kept.push_back(i);
   auto idx = torch::tensor(kept, torch::kInt64).view({1, 1, k}).expand({batch_, heads_, k});
   Keep(layer, idx.contiguous().to(device_));
 }

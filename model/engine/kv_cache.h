@@ -109,6 +109,10 @@ class KvCache {
   void KeepReusingSlots(LayerCache& lc, int64_t h, const int64_t* kept, int64_t k);
   // Every head keeps kept[h * head_stride + j], j < k; then the live length is k.
   void KeepAllHeadsReusingSlots(LayerCache& lc, const int64_t* kept, int64_t head_stride, int64_t k);
+  // Slot reuse bookkeeping: identity order/rank for a layer still in logical order; after a
+  // keep, the new live length (the bookkeeping is dropped when it is the identity again).
+  void MaterialiseOrder(LayerCache& lc);
+  void FinishKeep(LayerCache& lc, int64_t k);
   void MoveRow(LayerCache& lc, int64_t h, int64_t from, int64_t to);
   void AppendOrder(LayerCache& lc, int64_t m);
   void ShrinkIfMostlyEmpty(LayerCache& lc);

@@ -31,6 +31,9 @@ struct LayerView {
   torch::Tensor keys;           // [B,H,n,d] as attended this step (rotated)
   torch::Tensor values;         // [B,H,n,d]; undefined when the cache's slots are out of logical
                                 // order (no policy reads values; gathering them costs a cache copy)
+  torch::Tensor new_keys;       // [B,H,m,d] the keys of this forward's m tokens as stored in the
+                                // cache (before rotary in shifted mode): for scores that rotation
+                                // does not change (key norms), read once per entry
   torch::Tensor queries;        // [B,H,m,d] as attended this step (rotated)
   // Attention statistics of this forward, only those the policy asked for (AttentionNeeds):
   torch::Tensor probs;          // [B,H,r,n] float32 probabilities of the LAST r = min(rows, m)
@@ -74,8 +77,8 @@ class KvPolicy {
   // evicts by it directly (same slots as SelectKeep would return) and never calls SelectKeep.
   virtual std::optional<SinkWindowRule> sink_window_rule() const { return std::nullopt; }
   // False when the policy reads only the shape of `keys`, never their values (positional and
-  // attention-based policies): lets the engine skip rotating the cache for the view in shifted
-  // mode, where keys are stored before rotary.
+  // attention-based policies, and those that read only `new_keys`): lets the engine skip
+  // rotating and reordering the cache for the view.
   virtual bool NeedsKeyValues() const { return true; }
 };
 

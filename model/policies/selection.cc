@@ -23,6 +23,12 @@ torch::Tensor AttentionReceived(const LayerView& view) {
   return view.probs.to(torch::kDouble).sum(2);
 }
 
+torch::Tensor NewKeys(const LayerView& view) {
+  if (view.new_keys.defined()) return view.new_keys;
+  TORCH_CHECK(view.keys.defined(), "the policy needs the new keys of layer ", view.layer);
+  return view.keys.narrow(2, view.n - view.new_tokens, view.new_tokens);
+}
+
 int64_t FloorRatio(int64_t n, double ratio) {
   return static_cast<int64_t>(std::floor(static_cast<double>(n) * ratio));
 }
@@ -51,9 +57,76 @@ int64_t Budget::Resolve(int64_t length) const {
   return std::max<int64_t>(1, FloorRatio(length, ratio));
 }
 
+namespace {
+
+// Ranks slots as TopKAscending promises: higher score first, equal scores -> lower slot first,
+// NaN after every number (where torch's stable sort of -score puts it).
+template <typename T>
+struct RanksBefore {
+  const T* s;
+  bool operator()(int64_t a, int64_t b) const {
+    const bool na = std::isnan(s[a]), nb = std::isnan(s[b]);
+    if (na || nb) return na == nb ? a < b : nb;
+    return s[a] > s[b] || (s[a] == s[b] && a < b);
+  }
+};
+
+template <typename T>
+void TopKRows(const T* scores, int64_t rows, int64_t n, int64_t k, int64_t* out) {
+  std::vector<int64_t> idx;
+  std::vector<char> kept;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* s = scores + r * n;
+    int64_t* o = out + r * k;
+    const RanksBefore<T> before{s};
+    if (k == n - 1) {
+      // One eviction (per-step policies): drop the last-ranked slot, one pass.
+      int64_t worst = 0;
+      for (int64_t j = 1; j < n; ++j) {
+        if (before(worst, j)) worst = j;
+      }
+      for (int64_t j = 0, w = 0; j < n; ++j) {
+        if (j != worst) o[w++] = j;
+      }
+      continue;
+    }
+    idx.resize(n);
+    for (int64_t j = 0; j < n; ++j) idx[j] = j;
+    if (k < n) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), before);
+    kept.assign(n, 0);
+    for (int64_t j = 0; j < k; ++j) kept[idx[j]] = 1;
+    for (int64_t j = 0, w = 0; j < n; ++j) {
+      if (kept[j]) o[w++] = j;
+    }
+  }
+}
+
+}  // namespace
+
+void TopKAscendingRow(const double* scores, int64_t n, int64_t k, int64_t* out) {
+  TORCH_CHECK(k >= 0 && k <= n, "top-k: k=", k, " outside [0, ", n, "]");
+  TopKRows(scores, 1, n, k, out);
+}
+
 torch::Tensor TopKAscending(const torch::Tensor& scores, int64_t k) {
   const int64_t n = scores.size(-1);
   TORCH_CHECK(k >= 0 && k <= n, "top-k: k=", k, " outside [0, ", n, "]");
+  std::vector<int64_t> shape = scores.sizes().vec();
+  shape.back() = k;
+  if (scores.device().is_cpu() && (scores.scalar_type() == torch::kFloat ||
+                                   scores.scalar_type() == torch::kDouble)) {
+    // Plain loops (selection in O(n) per row): per-step policies call this every token, where a
+    // sort and its tensor bookkeeping cost more than the decode step saves.
+    torch::Tensor s = scores.contiguous();
+    torch::Tensor out = torch::empty(shape, torch::kInt64);
+    const int64_t rows = n == 0 ? 0 : s.numel() / n;
+    if (s.scalar_type() == torch::kFloat) {
+      TopKRows(s.data_ptr<float>(), rows, n, k, out.data_ptr<int64_t>());
+    } else {
+      TopKRows(s.data_ptr<double>(), rows, n, k, out.data_ptr<int64_t>());
+    }
+    return out;
+  }
   // A stable ascending sort of -score keeps equal scores in slot order: lower index first.
   torch::Tensor order = std::get<1>(scores.neg().sort(/*stable=*/true, /*dim=*/-1,
                                                       /*descending=*/false));

@@ -27,6 +27,10 @@ void RequireSingleSequence(const LayerView& view, const std::string& policy);
 // hand in tests carry every row).
 torch::Tensor AttentionReceived(const LayerView& view);
 
+// The keys of this forward's m tokens, [B,H,m,d]: the view's `new_keys`, else the last m of
+// `keys` (views built by hand in tests).
+torch::Tensor NewKeys(const LayerView& view);
+
 // floor(n * ratio) computed as Python's int(n * ratio) (kvpress ScorerPress).
 int64_t FloorRatio(int64_t n, double ratio);
 // ceil(n * ratio) (l2compress keep_ratio).
@@ -52,6 +56,8 @@ struct Budget {
 // lower slot index first; the k winners are then re-sorted ascending. scores: [..., n] (any
 // floating dtype), 0 <= k <= n. Returns [..., k] int64.
 torch::Tensor TopKAscending(const torch::Tensor& scores, int64_t k);
+// The same rule on one row of plain numbers: out[0..k) = the kept slots, ascending.
+void TopKAscendingRow(const double* scores, int64_t n, int64_t k, int64_t* out);
 
 // Top-k over the scored prefix (slots [0, p), p = prefix_scores.size(-1)) plus every slot of the
 // protected tail [p, n). Returns [..., k + n - p] ascending.

@@ -3,6 +3,9 @@
 // over heads, over every cached key including the current token itself. After every forward
 // (prefill: its last row cuts an over-long prompt in one shot), when n > cache_size keep the top
 // cache_size slots, the same slots for every head.
+#include <algorithm>
+#include <vector>
+
 #include "model/policies/policies.h"
 #include "model/policies/selection.h"
 
@@ -21,9 +24,21 @@ class TovaPolicy : public KvPolicy {
     RequireSingleSequence(view, name());
     if (view.n <= cache_size_) return {};
     TORCH_CHECK(view.probs.defined(), "tova needs the attention probabilities of layer ", view.layer);
-    const int64_t m = view.probs.size(2);
-    torch::Tensor scores = view.probs.select(2, m - 1).to(torch::kDouble).mean(1);  // [B,n]
-    return ShareAcrossHeads(TopKAscending(scores, cache_size_), view.probs.size(1));
+    // Plain loops: this runs after every layer of every decode step.
+    const torch::Tensor last =
+        view.probs.select(2, view.probs.size(2) - 1).to(torch::kCPU, torch::kFloat).contiguous();
+    const float* p = last.data_ptr<float>();  // [H, n]
+    const int64_t H = last.size(1), n = view.n;
+    std::vector<double> mean(n, 0.0);
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t j = 0; j < n; ++j) mean[j] += static_cast<double>(p[h * n + j]);
+    }
+    for (double& x : mean) x /= static_cast<double>(H);
+    torch::Tensor keep = torch::empty({1, H, cache_size_}, torch::kInt64);
+    int64_t* kept = keep.data_ptr<int64_t>();
+    TopKAscendingRow(mean.data(), n, cache_size_, kept);
+    for (int64_t h = 1; h < H; ++h) std::copy(kept, kept + cache_size_, kept + h * cache_size_);
+    return keep.to(view.probs.device());
   }
 
  private:

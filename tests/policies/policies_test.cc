@@ -491,7 +491,9 @@ TEST(Knorm, KeepRatioIsCeiledAndWaitsForPruneAfter) {
   EXPECT_EQ(Row(policy->SelectKeep(NormView()), 0), (Slots{1, 3, 5}));  // ceil(2.4) = 3
   LayerView shorter = NormView();
   shorter.n = 5;
+  shorter.new_tokens = 5;
   shorter.keys = shorter.keys.narrow(2, 0, 5);
+  policy->Reset(2);  // a new sequence: the policy keeps each entry's norm
   EXPECT_FALSE(policy->SelectKeep(shorter).defined());
 }
 
