@@ -165,6 +165,28 @@ void KvCache::MoveRow(LayerCache& lc, int64_t h, int64_t from, int64_t to) {
 void KvCache::KeepReusingSlots(LayerCache& lc, int64_t h, const int64_t* kept, int64_t k) {
   const int64_t n = lc.length;
   std::vector<int64_t>& order = lc.order[h];
+  if (k == n - 1) {
+    // One eviction (per-step policies): logical index e goes; the entry in slot n - 1 (if it
+    // stays) takes e's slot; only ranks from e on change.
+    int64_t e = 0;
+    while (e < k && kept[e] == e) ++e;
+    for (int64_t j = e; j < k; ++j) {
+      TORCH_CHECK(kept[j] == j + 1, "KV cache: kept entries must be ascending logical indices in [0, ", n, ")");
+    }
+    std::vector<int64_t>& rank = lc.rank[h];
+    const int64_t hole = order[e];
+    int64_t mover = -1;  // logical index of the entry in the last slot, when it moves
+    if (hole != n - 1) {
+      mover = rank[n - 1];
+      MoveRow(lc, h, n - 1, hole);
+      order[mover] = hole;
+    }
+    order.erase(order.begin() + e);
+    rank.resize(k);  // drops slot n - 1, now free
+    for (int64_t j = e; j < k; ++j) rank[order[j]] = j;
+    if (mover >= 0 && mover < e) rank[hole] = mover;  // older than e: its index is unchanged
+    return;
+  }
   std::vector<int64_t>& slots = scratch_slots_;
   slots.resize(k);
   for (int64_t j = 0; j < k; ++j) {
