@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/ppl_error.h"
 
 namespace kvgrid::reports {
 
@@ -38,51 +39,21 @@ Summary Summarize(std::vector<double> values) {
   return s;
 }
 
-namespace {
-// Population variance and count of the finite values, accumulated in long double.
-void MeanVar(const std::vector<double>& x, int64_t* n, double* mean, double* var) {
-  long double sum = 0, sum2 = 0;
-  int64_t count = 0;
-  for (double v : x) {
-    if (!std::isfinite(v)) continue;
-    sum += v;
-    sum2 += static_cast<long double>(v) * v;
-    ++count;
-  }
-  *n = count;
-  if (count == 0) {
-    *mean = 0;
-    *var = 0;
-    return;
-  }
-  long double m = sum / count;
-  long double v = sum2 / count - m * m;
-  *mean = static_cast<double>(m);
-  *var = static_cast<double>(std::max<long double>(v, 0));
-}
-}  // namespace
-
 double PplUncertainty(double ppl, const std::vector<double>& nll) {
-  int64_t n;
-  double mean, var;
-  MeanVar(nll, &n, &mean, &var);
-  if (n < 2) return 0;
-  return ppl * std::sqrt(var / static_cast<double>(n - 1));
+  return PplStandardError(ppl, NllMomentsOf(nll));
 }
 
 absl::StatusOr<PplEstimate> PplFromNll(const std::vector<double>& nll) {
-  int64_t n;
-  double mean, var;
-  MeanVar(nll, &n, &mean, &var);
-  if (n < 2) {
+  const NllMoments m = NllMomentsOf(nll);
+  if (m.n < 2) {
     return absl::InvalidArgumentError(
-        absl::StrCat("perplexity needs at least 2 finite NLL samples, got ", n));
+        absl::StrCat("perplexity needs at least 2 finite NLL samples, got ", m.n));
   }
   PplEstimate e;
-  e.ppl = std::exp(mean);
-  e.plus_minus = e.ppl * std::sqrt(var / static_cast<double>(n - 1));
+  e.ppl = std::exp(m.mean);
+  e.plus_minus = PplStandardError(e.ppl, m);
   e.has_error = true;
-  e.n = n;
+  e.n = m.n;
   return e;
 }
 

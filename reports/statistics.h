@@ -33,7 +33,8 @@ double QuantileSorted(const std::vector<double>& sorted, double q);
 Summary Summarize(std::vector<double> values);
 
 // Perplexity with llama-perplexity's uncertainty: PPL = exp(mean NLL), and
-// ± = PPL × sqrt(var(NLL) / (n − 1)), var being the population variance of the per-token NLLs.
+// ± = PPL × sqrt(var(NLL) / (n − 1)), var being the population variance of the per-token NLLs
+// (the formula lives once, in common/ppl_error.h, shared with the worker's ppl_stderr).
 struct PplEstimate {
   double ppl = 0;
   double plus_minus = 0;   // 0 when unknown

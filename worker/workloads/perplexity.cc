@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/ppl_error.h"
 #include "common/status_macros.h"
 #include "model/engine/generate.h"
 #include "model/engine/kv_policy.h"
@@ -168,17 +169,10 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
 
   RunResult r;
   const double mean = acc.sum / std::max<int64_t>(acc.count, 1);
-  double var = 0;
-  if (!acc.nll.empty()) {
-    for (double x : acc.nll) var += (x - mean) * (x - mean);
-    var /= std::max<size_t>(acc.nll.size() - 1, 1);
-  }
   const double ppl = std::exp(mean);
   r.AddMetric("ppl", ppl, "");
   r.AddMetric("nll_mean", mean, "nats");
-  if (!acc.nll.empty()) {
-    r.AddMetric("ppl_stderr", ppl * std::sqrt(var / std::max<double>(acc.nll.size() - 1, 1)), "");
-  }
+  if (!acc.nll.empty()) r.AddMetric("ppl_stderr", PplStandardError(ppl, NllMomentsOf(acc.nll)), "");
   r.AddMetric("scored_tokens", static_cast<double>(acc.count), "tokens");
   r.AddMetric("kv_tokens_max", static_cast<double>(stats.kv_tokens_max), "tokens");
   r.AddMetric("kv_bytes_peak", static_cast<double>(kv_peak), "bytes");
