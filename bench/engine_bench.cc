@@ -28,6 +28,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/blas_check.h"
 #include "common/malloc_tuning.h"
 #include "model/engine/cpu_gemv.h"
 #include "model/engine/gpt_neox.h"
@@ -229,6 +230,7 @@ int Main(int argc, char** argv) {
 }  // namespace kvgrid
 
 int main(int argc, char** argv) {
+  kvgrid::EnsureBlasUsesCpuFeatures(argv);
   kvgrid::RetainFreedMemoryForReuse();
   return kvgrid::Main(argc, argv);
 }

@@ -33,6 +33,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/blas_check.h"
 #include "common/malloc_tuning.h"
 #include "model/engine/gpt_neox.h"
 #include "model/policy_spec.h"
@@ -244,6 +245,7 @@ int Main(int argc, char** argv) {
               static_cast<long long>(cfg.num_heads), static_cast<long long>(cfg.head_dim()),
               at::get_num_threads(), TORCH_VERSION, command.c_str(), ids_path.c_str(),
               static_cast<long long>(repeats), static_cast<long long>(warmup));
+  std::printf("BLAS: %s\n\n", BlasEnvironment().dump().c_str());
   std::fflush(stdout);
 
   const double t_all = NowS();
@@ -321,6 +323,7 @@ int Main(int argc, char** argv) {
 }  // namespace kvgrid
 
 int main(int argc, char** argv) {
+  kvgrid::EnsureBlasUsesCpuFeatures(argv);
   kvgrid::RetainFreedMemoryForReuse();
   return kvgrid::Main(argc, argv);
 }

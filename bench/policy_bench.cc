@@ -40,6 +40,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/blas_check.h"
 #include "common/malloc_tuning.h"
 #include "model/engine/gpt_neox.h"
 #include "model/policy_spec.h"
@@ -477,6 +478,7 @@ int Main(int argc, char** argv) {
 }  // namespace kvgrid
 
 int main(int argc, char** argv) {
+  kvgrid::EnsureBlasUsesCpuFeatures(argv);
   kvgrid::RetainFreedMemoryForReuse();
   return kvgrid::Main(argc, argv);
 }

@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "cli/command_registry.h"
+#include "common/blas_check.h"
 #include "common/malloc_tuning.h"
 
 namespace kvgrid::cli {
@@ -16,6 +17,7 @@ std::vector<CommandRegistration>& CommandRegistry() {
 }  // namespace kvgrid::cli
 
 int main(int argc, char** argv) {
+  kvgrid::EnsureBlasUsesCpuFeatures(argv);  // may restart the process with the right BLAS core
   kvgrid::RetainFreedMemoryForReuse();
   CLI::App app{"kvgrid: KV-cache compression experiments on Pythia (GPT-NeoX)"};
   app.require_subcommand(1);
