@@ -1,7 +1,9 @@
-// `kvgrid results EXPERIMENT [--format csv|json|md]`: every run of an experiment with its status,
+// `kvgrid results EXPERIMENT [--format csv|json|md] [--db FILE]`: every run of an experiment with its status,
 // attempts, policy, dataset, worker and metrics. json: an array with one object per run
 // (run_key, status, attempts, policy, dataset, workload, device, worker, error, metrics {name:
-// value}, units, spec, result_attempt, environment; samples with --samples).
+// value}, units, spec, result_attempt, environment; samples with --samples). From the
+// coordinator, or with --db straight from a SQLite database (read-only; no coordinator needed,
+// as after `kvgrid run`).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -21,6 +23,7 @@ struct ResultsFlags {
   std::string format = "md";
   std::string output;
   bool samples = false;
+  std::string db;
 };
 
 int RunResults(const ResultsFlags& f) {
@@ -28,9 +31,20 @@ int RunResults(const ResultsFlags& f) {
     std::fprintf(stderr, "kvgrid results: error: %s\n", std::string(st.message()).c_str());
     return 1;
   };
-  auto client = CoordinatorClient::Connect(f.client);
-  if (!client.ok()) return fail(client.status());
-  auto results = (*client)->Results(f.experiment, f.samples);
+  absl::StatusOr<v1::ResultsResponse> results;
+  if (!f.db.empty()) {
+    auto store = Store::Open(f.db, OpenMode::kReadOnly);
+    if (!store.ok()) return fail(store.status());
+    auto exp = (*store)->GetExperiment(f.experiment);
+    if (!exp.ok()) return fail(exp.status());
+    auto runs = (*store)->ListRuns(f.experiment);
+    if (!runs.ok()) return fail(runs.status());
+    results = ResultsFromStore(*exp, *runs, f.samples);
+  } else {
+    auto client = CoordinatorClient::Connect(f.client);
+    if (!client.ok()) return fail(client.status());
+    results = (*client)->Results(f.experiment, f.samples);
+  }
   if (!results.ok()) return fail(results.status());
   auto text = FormatResults(*results, f.format);
   if (!text.ok()) return fail(text.status());
@@ -53,6 +67,7 @@ std::function<int()> SetupResults(CLI::App& app) {
       ->check(CLI::IsMember({"csv", "json", "md"}));
   sub->add_option("-o,--output", f->output, "write to this file instead of stdout");
   sub->add_flag("--samples", f->samples, "include raw per-repetition samples (json)");
+  sub->add_option("--db", f->db, "read this SQLite database directly (no coordinator)");
   AddClientFlags(sub, &f->client);
   return [f]() { return RunResults(*f); };
 }

@@ -13,6 +13,50 @@
 #include "proto/rpc_common.h"
 
 namespace kvgrid {
+
+v1::ResultsResponse ResultsFromStore(const ExperimentView& experiment,
+                                     const std::vector<RunView>& runs, bool include_samples) {
+  v1::ResultsResponse resp;
+  resp.set_experiment(experiment.name);
+  resp.set_status(experiment.status);
+  for (const auto& r : runs) {
+    auto* out = resp.add_runs();
+    out->set_run_key(r.run_key);
+    out->set_status(r.status);
+    out->set_attempts(r.attempts);
+    out->set_policy(r.policy);
+    out->set_dataset(r.dataset);
+    out->set_workload(r.workload);
+    out->set_device(r.device);
+    out->set_worker_id(r.worker_id);
+    out->set_error(r.error);
+    out->mutable_spec()->set_canonical_json(r.spec_json);
+    out->mutable_spec()->set_run_key(r.run_key);
+    out->set_result_attempt(r.result_attempt.value_or(0));
+    out->set_started_at_ms(r.started_at);
+    out->set_finished_at_ms(r.finished_at);
+    out->set_progress(r.progress);
+    out->set_phase(r.phase);
+    auto* result = out->mutable_result();
+    for (const auto& [name, vu] : r.metrics) {
+      auto* m = result->add_metrics();
+      m->set_name(name);
+      m->set_value(vu.first);
+      m->set_unit(vu.second);
+    }
+    if (include_samples) {
+      for (const auto& [name, values] : r.samples) {
+        auto* s = result->add_samples();
+        s->set_name(name);
+        auto unit = r.sample_units.find(name);
+        if (unit != r.sample_units.end()) s->set_unit(unit->second);
+        s->mutable_values()->Add(values.begin(), values.end());
+      }
+    }
+    result->set_environment_json(r.environment_json);
+  }
+  return resp;
+}
 namespace {
 
 using nlohmann::json;

@@ -8,8 +8,14 @@
 
 #include "absl/status/statusor.h"
 #include "proto/kvgrid.pb.h"
+#include "storage/store.h"
 
 namespace kvgrid {
+
+// The Results answer from stored runs: what the coordinator sends, and what `kvgrid results --db`
+// reads straight from a database without one.
+v1::ResultsResponse ResultsFromStore(const ExperimentView& experiment,
+                                     const std::vector<RunView>& runs, bool include_samples);
 
 // One object per run: run_key, status, attempts, policy (spec string), dataset, workload, device,
 // worker, error, metrics {name: value}, units {name: unit}, spec (the canonical run spec object),

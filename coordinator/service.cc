@@ -1,5 +1,7 @@
 #include "coordinator/service.h"
 
+#include "coordinator/results_format.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -199,44 +201,7 @@ grpc::Status CoordinatorService::Results(ServerContext* ctx, const v1::ResultsRe
   if (!exp.ok()) return StoreError(exp.status(), "Results");
   auto runs = store_->ListRuns(req->experiment());
   if (!runs.ok()) return StoreError(runs.status(), "Results");
-  resp->set_experiment(exp->name);
-  resp->set_status(exp->status);
-  for (const auto& r : *runs) {
-    auto* out = resp->add_runs();
-    out->set_run_key(r.run_key);
-    out->set_status(r.status);
-    out->set_attempts(r.attempts);
-    out->set_policy(r.policy);
-    out->set_dataset(r.dataset);
-    out->set_workload(r.workload);
-    out->set_device(r.device);
-    out->set_worker_id(r.worker_id);
-    out->set_error(r.error);
-    out->mutable_spec()->set_canonical_json(r.spec_json);
-    out->mutable_spec()->set_run_key(r.run_key);
-    out->set_result_attempt(r.result_attempt.value_or(0));
-    out->set_started_at_ms(r.started_at);
-    out->set_finished_at_ms(r.finished_at);
-    out->set_progress(r.progress);
-    out->set_phase(r.phase);
-    auto* result = out->mutable_result();
-    for (const auto& [name, vu] : r.metrics) {
-      auto* m = result->add_metrics();
-      m->set_name(name);
-      m->set_value(vu.first);
-      m->set_unit(vu.second);
-    }
-    if (req->include_samples()) {
-      for (const auto& [name, values] : r.samples) {
-        auto* s = result->add_samples();
-        s->set_name(name);
-        auto unit = r.sample_units.find(name);
-        if (unit != r.sample_units.end()) s->set_unit(unit->second);
-        s->mutable_values()->Add(values.begin(), values.end());
-      }
-    }
-    result->set_environment_json(r.environment_json);
-  }
+  *resp = ResultsFromStore(*exp, *runs, req->include_samples());
   return grpc::Status::OK;
 }
 
