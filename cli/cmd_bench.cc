@@ -18,6 +18,9 @@ std::function<int()> Setup(CLI::App& app) {
   cmd->add_option("--batch", g.batch, "batch size (policies: 1)");
   cmd->add_option("--repeats", f->spec.repeats, "timed repetitions (5)");
   cmd->add_option("--warmup", f->spec.warmup, "discarded warm-up runs (2)");
+  cmd->add_flag("--paired-baseline,!--no-paired-baseline", g.paired_baseline,
+                "time the full cache beside the policy, interleaved, and print paired deltas "
+                "with 95% intervals (default on)");
   return [f]() {
     if (f->ids_file.empty() && f->text_file.empty() && f->dataset.empty()) {
       f->dataset = "wikitext-2-raw-v1";

@@ -120,7 +120,9 @@ int RunAllInOne(const RunFlags& f) {
   // Executors first: an engine that cannot be built should fail before anything is stored.
   std::vector<std::unique_ptr<RunExecutor>> executors;
   for (int i = 0; i < n_workers; ++i) {
-    auto ex = f.executor == "noop" ? MakeNoopExecutor(device) : MakeEngineExecutor(device);
+    // threads: 0 in the grid = this machine's cores shared among the local workers.
+    const int share = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / n_workers);
+    auto ex = f.executor == "noop" ? MakeNoopExecutor(device) : MakeEngineExecutor(device, share);
     if (ex == nullptr) {
       return Fail(absl::UnavailableError(
           "the engine executor is not available in this build (use --executor noop)"));

@@ -66,6 +66,15 @@ int ExecuteAndPrint(const std::string& command, RunSpecFlags& f) {
     for (const auto& m : result->metrics) {
       std::printf("%-28s %16.6g  %s\n", m.name.c_str(), m.value, m.unit.c_str());
     }
+    // Where it ran: the numbers above mean little without the machine behind them.
+    std::printf("\n");
+    for (const char* key : {"device_name", "threads", "blas", "blas_core", "blas_core_corrected_from",
+                            "kvgrid_commit", "paired_baseline"}) {
+      auto it = result->environment.find(key);
+      if (it == result->environment.end()) continue;
+      std::string v = it->is_string() ? it->get<std::string>() : it->dump();
+      std::printf("%-28s %s\n", key, v.c_str());
+    }
   }
   return 0;
 }

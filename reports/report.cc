@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/paired_delta.h"
 #include "common/status_macros.h"
 #include "reports/markdown_table.h"
 #include "reports/statistics.h"
@@ -221,6 +222,23 @@ struct GroupKey {
   bool operator<(const GroupKey& o) const { return Tie() < o.Tie(); }
 };
 
+// The paired Δ a generation run measured against `full` in the same process (metrics
+// delta_<what>_pct[_ci_low|_ci_high], generation_timing.h); the first run of the row that has it.
+std::optional<PairedDelta> PairedOf(const std::vector<const Run*>& runs, const std::string& what) {
+  const std::string name = absl::StrCat("delta_", what, "_pct");
+  for (const Run* run : runs) {
+    auto pct = run->Metric(name), lo = run->Metric(name + "_ci_low"), hi = run->Metric(name + "_ci_high");
+    if (!pct || !lo || !hi) continue;
+    PairedDelta d;
+    d.n = static_cast<int64_t>(run->Metric("repeats").value_or(1));
+    d.pct = *pct;
+    d.ci_low = *lo;
+    d.ci_high = *hi;
+    return d;
+  }
+  return std::nullopt;
+}
+
 struct RowKey {
   int full_rank = 1;  // 0 for the baseline `full`
   std::string policy_name;
@@ -403,6 +421,17 @@ std::optional<double> Central(const Summary& s) {
 
 std::string PolicyCell(const Row& row) { return absl::StrCat("`", row.key.policy, "`"); }
 
+// A table's baseline: its `full` row, preferring original positions, then the unchunked prompt.
+const Row* BaselineRow(const Group& grp) {
+  const Row* base = nullptr;
+  auto rank = [](const RowKey& r) { return std::make_pair(r.position_mode != "original", r.prefill_chunk > 0); };
+  for (const auto& [k, row] : grp.rows) {
+    if (k.policy_name != "full") continue;
+    if (base == nullptr || rank(k) < rank(base->key)) base = &row;
+  }
+  return base;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 class ReportBuilder {
@@ -421,6 +450,7 @@ class ReportBuilder {
     const int h = opt_.heading_level;
     md += Heading(h, absl::StrCat("kvgrid results: ", exp_.name));
     md += SummaryText();
+    md += RenderSummaryTable(h + 1);
     for (const auto& [key, group] : groups_) md += RenderGroup(group, h + 1);
     if (!opt_.plots_dir.empty()) {
       out.plots = BuildPlots();
@@ -622,6 +652,110 @@ class ReportBuilder {
     return s;
   }
 
+  // The assignment's before/after table, first in every report: a row per policy setting
+  // (policy, positions, prefill chunk), `full` first; the PPL of each cache protocol that ran
+  // (its first dataset) and the timing and memory of the longest generation prompt, each with its
+  // Δ vs that table's `full` row. Medians only; the detailed tables below carry the spreads.
+  std::string RenderSummaryTable(int level) const {
+    std::map<std::string, const Group*> ppl;  // protocol -> its first group
+    const Group* gen = nullptr;
+    auto prompt = [](const Group& g) { return g.rows.begin()->second.runs.front()->spec.generation.prompt_tokens; };
+    for (const auto& [k, g] : groups_) {
+      if (g.rows.empty()) continue;
+      if (k.workload == "perplexity" && k.protocol != "sliding" && !ppl.count(k.protocol)) ppl[k.protocol] = &g;
+      if (k.workload == "generation" && (gen == nullptr || prompt(g) > prompt(*gen))) gen = &g;
+    }
+    if (ppl.empty() && gen == nullptr) return "";
+    std::vector<const Group*> sources;
+    for (const auto& [protocol, g] : ppl) sources.push_back(g);
+    if (gen) sources.push_back(gen);
+    std::map<RowKey, const Row*> keys;  // every setting, in the detailed tables' order
+    for (const Group* g : sources) {
+      for (const auto& [k, row] : g->rows) keys.emplace(k, &row);
+    }
+    auto find = [](const Group* g, const RowKey& k) -> const Row* {
+      auto it = g->rows.find(k);
+      return it == g->rows.end() ? nullptr : &it->second;
+    };
+    auto delta = [](std::optional<double> v, const Row* base, const std::function<std::optional<double>(const Row&)>& f) {
+      return base ? FormatDelta(v, f(*base)) : std::string();
+    };
+    MarkdownTable t;
+    t.headers = {"policy"};
+    t.align = {Align::kLeft};
+    if (multi_mode_) { t.headers.push_back("positions"); t.align.push_back(Align::kLeft); }
+    if (chunked_) { t.headers.push_back("prefill"); t.align.push_back(Align::kLeft); }
+    std::vector<std::string> notes;
+    auto ppl_value = [](const Row& r) { return PplOf(r).central; };
+    for (const auto& [protocol, g] : ppl) {
+      t.headers.push_back(absl::StrCat("PPL ", protocol));
+      t.headers.push_back("Δ PPL");
+      t.align.insert(t.align.end(), {Align::kRight, Align::kRight});
+      notes.push_back(absl::StrCat("PPL ", protocol, ": ", DatasetLabel(g->key), ", ",
+                                   ProtocolSettings(g->rows.begin()->second.runs.front()->spec)));
+    }
+    auto metric = [](const char* name) {
+      return [name](const Row& r) { return Central(MetricSummary(r, name)); };
+    };
+    auto thr = [](const Row& r) { return Central(ThroughputSummary(r)); };
+    if (gen) {
+      for (const char* h : {"TTFT ms", "Δ TTFT", "TPOT ms", "Δ TPOT", "tok/s", "Δ tok/s",
+                            "peak mem MiB", "Δ mem", "KV peak MiB", "Δ KV"}) {
+        t.headers.push_back(h);
+        t.align.push_back(Align::kRight);
+      }
+      notes.push_back(absl::StrCat("timing and memory: ", DatasetLabel(gen->key), ", ",
+                                   ProtocolSettings(gen->rows.begin()->second.runs.front()->spec)));
+    }
+    bool unpaired = false;
+    for (const auto& [k, any] : keys) {
+      std::vector<std::string> row = {PolicyCell(*any)};
+      if (multi_mode_) row.push_back(k.position_mode);
+      if (chunked_) row.push_back(ChunkLabel(k.prefill_chunk));
+      for (const auto& [protocol, g] : ppl) {
+        const Row* r = find(g, k);
+        const std::optional<double> v = r ? ppl_value(*r) : std::nullopt;
+        row.push_back(v ? Fmt(*v) : "");
+        row.push_back(r ? delta(v, BaselineRow(*g), ppl_value) : "");
+      }
+      if (gen) {
+        const Row* r = find(gen, k);
+        const Row* base = BaselineRow(*gen);
+        auto timing = [&](const std::string& what, const std::function<std::optional<double>(const Row&)>& f) {
+          const std::optional<double> v = r ? f(*r) : std::nullopt;
+          row.push_back(v ? Fmt(*v) : "");
+          if (r == nullptr) return row.push_back("");
+          if (auto d = PairedOf(r->runs, what)) return row.push_back(FormatPairedDelta(*d));
+          std::string cell = delta(v, base, f);
+          if (!cell.empty() && k.policy_name != "full") {
+            cell += " ᵘ";
+            unpaired = true;
+          }
+          row.push_back(cell);
+        };
+        timing("ttft", metric("ttft_ms"));
+        timing("tpot", metric("tpot_ms"));
+        timing("throughput", thr);
+        for (const auto& [name, scale] : std::vector<std::pair<const char*, double>>{
+                 {"peak_memory_bytes", kMiB}, {"kv_bytes_peak", kMiB}}) {
+          auto f = [name = name](const Row& x) { return Central(MetricSummary(x, name)); };
+          const std::optional<double> v = r ? f(*r) : std::nullopt;
+          row.push_back(v ? Fmt(*v / scale) : "");
+          row.push_back(r ? delta(v, base, f) : "");
+        }
+      }
+      t.rows.push_back(std::move(row));
+    }
+    std::string md = Heading(level, "Summary: every policy against the full cache");
+    md += RenderMarkdownTable(t);
+    md += "\n";
+    absl::StrAppend(&md, "_", absl::StrJoin(notes, "; "), ". Medians; Δ vs `full` in the same column's "
+                    "setting. Timing Δs with an interval are paired (same run, interleaved), "
+                    "≈ = interval contains 0", unpaired ? "; ᵘ = unpaired (separate runs)" : "",
+                    ". peak mem = process peak RSS on CPU, allocator peak on CUDA._\n\n");
+    return md;
+  }
+
   std::string RenderGroup(const Group& grp, int level) {
     struct Column {
       std::string header;
@@ -629,14 +763,7 @@ class ReportBuilder {
       std::function<std::string(const Row&)> cell;
       bool always = false;
     };
-    // Baseline: `full`, preferring original positions.
-    const Row* base = nullptr;
-    for (const auto& [k, row] : grp.rows) {
-      if (k.policy_name != "full") continue;
-      // Prefer original positions, then the unchunked prefill.
-      auto rank = [](const RowKey& r) { return std::make_pair(r.position_mode != "original", r.prefill_chunk > 0); };
-      if (base == nullptr || rank(k) < rank(base->key)) base = &row;
-    }
+    const Row* base = BaselineRow(grp);
     auto base_of = [&](std::function<std::optional<double>(const Row&)> f) -> std::optional<double> {
       return base ? f(*base) : std::nullopt;
     };
@@ -644,6 +771,22 @@ class ReportBuilder {
     auto ttft = [](const Row& r) { return Central(MetricSummary(r, "ttft_ms")); };
     auto tpot = [](const Row& r) { return Central(MetricSummary(r, "tpot_ms")); };
     auto kv = [](const Row& r) { return Central(MetricSummary(r, "kv_bytes_peak")); };
+    // Timing Δs: paired against `full` inside the row's own run when it measured that (with a
+    // 95 % interval); otherwise the change between separate runs, marked as such.
+    bool paired_shown = false, unpaired_shown = false;
+    auto DeltaCell = [&](const Row& r, const std::string& what,
+                         const std::function<std::optional<double>(const Row&)>& central) {
+      if (auto d = PairedOf(r.runs, what)) {
+        paired_shown = true;
+        return FormatPairedDelta(*d);
+      }
+      std::string cell = FormatDelta(central(r), base_of(central));
+      if (!cell.empty() && r.key.policy_name != "full") {
+        unpaired_shown = true;
+        cell += " ᵘ";
+      }
+      return cell;
+    };
     std::vector<Column> cols = {
         {"policy", Align::kLeft, PolicyCell, true},
         {"positions", Align::kLeft, [](const Row& r) { return r.key.position_mode; }, true},
@@ -662,10 +805,16 @@ class ReportBuilder {
            return s.empty() ? std::string() : s.n == 1 ? FmtInt(s.median) : FormatSummary(s);
          }},
         {"TTFT ms", Align::kRight, [](const Row& r) { return FormatSummary(MetricSummary(r, "ttft_ms")); }},
-        {"Δ TTFT", Align::kRight, [&](const Row& r) { return FormatDelta(ttft(r), base_of(ttft)); }},
+        {"Δ TTFT", Align::kRight, [&](const Row& r) { return DeltaCell(r, "ttft", ttft); }},
         {"TPOT ms", Align::kRight, [](const Row& r) { return FormatSummary(MetricSummary(r, "tpot_ms")); }},
-        {"Δ TPOT", Align::kRight, [&](const Row& r) { return FormatDelta(tpot(r), base_of(tpot)); }},
+        {"Δ TPOT", Align::kRight, [&](const Row& r) { return DeltaCell(r, "tpot", tpot); }},
         {"decode tok/s", Align::kRight, [](const Row& r) { return FormatSummary(ThroughputSummary(r)); }},
+        {"Δ tok/s", Align::kRight,
+         [&](const Row& r) {
+           auto d = PairedOf(r.runs, "throughput");
+           if (d) paired_shown = true;
+           return d ? FormatPairedDelta(*d) : std::string();
+         }},
         {"scoring ms", Align::kRight,
          [](const Row& r) {
            // Policy scoring + eviction time inside the run (already inside TTFT/TPOT), so a TPOT
@@ -716,6 +865,16 @@ class ReportBuilder {
     md += "\n";
     std::vector<std::string> notes;
     if (base == nullptr) notes.push_back("no `full` baseline in this table, so no Δ column");
+    if (paired_shown) {
+      notes.push_back("Δ TTFT / Δ TPOT / Δ tok/s with an interval are paired: the run timed the "
+                      "full cache on the same prompt in the same process, interleaved repeat by "
+                      "repeat; geometric mean of the ratios with its 95 % t interval; ≈ marks an "
+                      "interval that contains 0 (no significant difference)");
+    }
+    if (unpaired_shown) {
+      notes.push_back("ᵘ unpaired: this Δ compares separately timed runs, so whatever the machine "
+                      "did between them is in it (set `paired_baseline: true`, the default)");
+    }
     const GroupKey& g = grp.key;
     if (g.workload == "perplexity" && g.protocol == "sliding" && grp.rows.size() > 1) {
       notes.push_back("the sliding protocol runs without a KV cache policy (it validates the "
@@ -794,6 +953,13 @@ class ReportBuilder {
       add("driver", env(r, {"driver_version", "cuda_driver_version"}));
       add("kvgrid commit", env(r, {"git_commit", "kvgrid_commit"}));
       add("build", env(r, {"build_type"}));
+      std::string blas = env(r, {"blas"});
+      if (!blas.empty()) {
+        std::string core = env(r, {"blas_core"}), from = env(r, {"blas_core_corrected_from"});
+        if (!core.empty()) absl::StrAppend(&blas, "; core ", core);
+        if (!from.empty()) absl::StrAppend(&blas, " (kvgrid corrected OpenBLAS's choice of ", from, ")");
+        add("BLAS", blas);
+      }
       std::string threads = env(r, {"threads", "num_threads"});
       add("threads", threads.empty() ? (r->spec.threads ? absl::StrCat(r->spec.threads) : "all cores") : threads);
       std::string host = env(r, {"host", "hostname"});
@@ -810,7 +976,7 @@ class ReportBuilder {
     }
     std::string md = Heading(level, "Setup");
     const char* order[] = {"model", "dtype", "device", "device name", "LibTorch", "CUDA", "driver",
-                           "kvgrid commit", "build", "threads", "host"};
+                           "kvgrid commit", "build", "BLAS", "threads", "host"};
     for (const char* k : order) {
       auto it = v.find(k);
       if (it == v.end()) continue;

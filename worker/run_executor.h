@@ -26,7 +26,9 @@ class RunExecutor {
 };
 
 // The real executor: keeps the last model loaded across runs of the same model and dtype.
-// Defined in worker/workloads (requires LibTorch).
-std::unique_ptr<RunExecutor> MakeEngineExecutor(const std::string& device);
+// Defined in worker/workloads (requires LibTorch). `threads`: intra-op threads for runs whose spec
+// says `threads: 0` (0 = every core of the machine; `kvgrid run --workers N` gives each worker
+// cores / N); the count used is recorded in every result's environment.
+std::unique_ptr<RunExecutor> MakeEngineExecutor(const std::string& device, int threads = 0);
 
 }  // namespace kvgrid

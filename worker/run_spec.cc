@@ -68,6 +68,8 @@ json RunSpec::ToJson() const {
     j["generation"] = {{"prompt_tokens", generation.prompt_tokens},
                        {"new_tokens", generation.new_tokens},
                        {"batch", generation.batch}};
+    // Part of the key: a paired run measures more than an unpaired one. `full` has no baseline.
+    if (policy != "full") j["generation"]["paired_baseline"] = generation.paired_baseline;
   }
   j["repeats"] = repeats;
   j["warmup"] = warmup;
@@ -119,10 +121,16 @@ absl::StatusOr<RunSpec> RunSpec::FromJson(const json& j) {
   }
   if (j.contains("generation")) {
     const json& g = j["generation"];
-    RETURN_IF_ERROR(CheckKeys(g, "generation", {"prompt_tokens", "new_tokens", "batch"}));
+    RETURN_IF_ERROR(CheckKeys(g, "generation", {"prompt_tokens", "new_tokens", "batch", "paired_baseline"}));
     RETURN_IF_ERROR(Get(g, "generation", "prompt_tokens", &s.generation.prompt_tokens));
     RETURN_IF_ERROR(Get(g, "generation", "new_tokens", &s.generation.new_tokens));
     RETURN_IF_ERROR(Get(g, "generation", "batch", &s.generation.batch));
+    if (g.contains("paired_baseline")) {
+      if (!g["paired_baseline"].is_boolean()) {
+        return absl::InvalidArgumentError("generation.paired_baseline: expected true or false");
+      }
+      s.generation.paired_baseline = g["paired_baseline"].get<bool>();
+    }
   }
   RETURN_IF_ERROR(Get(j, "run spec", "repeats", &s.repeats));
   RETURN_IF_ERROR(Get(j, "run spec", "warmup", &s.warmup));

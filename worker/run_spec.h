@@ -15,7 +15,8 @@
 //   "perplexity": {"protocol": "sliding" | "streaming" | "prefill", "max_tokens": 0,
 //                  "max_length": 2048, "stride": 512, "context_tokens": 1024,
 //                  "continuation_tokens": 256},        // present when workload == perplexity
-//   "generation": {"prompt_tokens": 512, "new_tokens": 128, "batch": 1},  // when generation
+//   "generation": {"prompt_tokens": 512, "new_tokens": 128, "batch": 1,   // when generation
+//                  "paired_baseline": true},  // not for `full`: time full beside it, interleaved
 //   "repeats": 5, "warmup": 2, "threads": 0, "seed": 0, "noop_ms": 0
 // }
 #pragma once
@@ -55,6 +56,9 @@ struct GenerationParams {
   int64_t prompt_tokens = 512;
   int64_t new_tokens = 128;
   int64_t batch = 1;
+  // A policy other than `full` is timed against the full cache in the same run, interleaved
+  // repeat by repeat (worker/workloads/generation_timing.h).
+  bool paired_baseline = true;
 };
 
 struct RunSpec {

@@ -595,7 +595,8 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   const YAML::Mark start;  // line 0, column 0
   const std::vector<std::string> top = {
       "name", "description", "model", "device", "repeats", "warmup", "max_attempts",
-      "position_mode", "prefill_chunk", "seed", "threads", "datasets", "workloads", "grid"};
+      "position_mode", "prefill_chunk", "paired_baseline", "seed", "threads", "datasets",
+      "workloads", "grid"};
   if (!root.IsDefined() || root.IsNull()) {
     return Error(start, "the grid is empty", "start with `name: my-experiment`");
   }
@@ -647,6 +648,11 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   ASSIGN_OR_RETURN(base.threads, IntegerScalar(entries, "threads", "", 0, 0, 4096));
   ASSIGN_OR_RETURN(auto seeds, IntegerAxis(entries, "seed", "", 0, 0, int64_t{1} << 53));
   ASSIGN_OR_RETURN(auto chunks, IntegerAxis(entries, "prefill_chunk", "", 0, 0, 10000000));
+  bool paired_baseline = true;
+  if (const Entry* pb = Find(entries, "paired_baseline")) {
+    ASSIGN_OR_RETURN(std::string v, Choice(pb->value, MarkOf(*pb), "paired_baseline", {"true", "false"}));
+    paired_baseline = v == "true";
+  }
 
   std::vector<std::string> modes = {"original"};
   if (const Entry* pm = Find(entries, "position_mode")) {
@@ -707,6 +713,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
             s.workload = w.workload;
             s.perplexity = w.perplexity;
             s.generation = w.generation;
+            s.generation.paired_baseline = paired_baseline;
             s.noop_ms = w.noop_ms;
             s.position_mode = mode;
             s.seed = seed;

@@ -10,6 +10,8 @@
 //   position_mode: original      # original | shifted | rerotate (a list expands)
 //   prefill_chunk: [0, 512]      # prompt in chunks of N tokens, evicting after each; 0 = whole
 //                                # (generation and the prefill protocol; a list expands)
+//   paired_baseline: true        # generation: time `full` beside every other policy in the same
+//                                # run, interleaved, for paired Δs with intervals (default true)
 //   seed: 0
 //   threads: 0                   # 0 = all cores
 //   datasets:

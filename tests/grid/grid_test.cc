@@ -197,6 +197,31 @@ TEST(GridTest, PrefillChunkExpandsWhereItApplies) {
               HasSubstr("prefill_chunk"));
 }
 
+TEST(GridTest, PairedBaselineIsOnByDefaultPartOfTheKeyAndCanBeTurnedOff) {
+  const std::string body =
+      "datasets:\n  - {name: wikitext-2-raw-v1}\nworkloads:\n  generation: {}\n"
+      "grid:\n  policy:\n    - full\n    - {name: streaming_llm, window: 60}\n";
+  auto on = ParseGridYaml("name: t\n" + body, "g.yaml");
+  auto off = ParseGridYaml("name: t\npaired_baseline: false\n" + body, "g.yaml");
+  ASSERT_TRUE(on.ok() && off.ok()) << on.status() << off.status();
+  ASSERT_EQ(on->runs.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const bool full = on->runs[i].policy == "full";
+    EXPECT_TRUE(on->runs[i].generation.paired_baseline);
+    EXPECT_FALSE(off->runs[i].generation.paired_baseline);
+    // `full` has no baseline, so its key does not depend on the setting; a policy's does.
+    EXPECT_EQ(on->run_keys[i] == off->run_keys[i], full) << on->runs[i].policy;
+    EXPECT_EQ(on->runs[i].ToJson()["generation"].contains("paired_baseline"), !full);
+    auto back = RunSpec::FromJson(off->runs[i].ToJson());
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->generation.paired_baseline, full);  // full reads back the default
+  }
+  EXPECT_THAT(ErrorOf("name: t\npaired_baseline: maybe\n" + body), HasSubstr("paired_baseline"));
+  nlohmann::json bad = on->runs[1].ToJson();
+  bad["generation"]["paired_baseline"] = 1;
+  EXPECT_FALSE(RunSpec::FromJson(bad).ok());
+}
+
 TEST(GridTest, ErrorsCarryLineColumnAndHint) {
   // Unknown top-level key, with a suggestion.
   std::string e = ErrorOf("name: t\nrepeat: 3\n");

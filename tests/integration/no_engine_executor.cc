@@ -4,6 +4,6 @@
 
 namespace kvgrid {
 
-std::unique_ptr<RunExecutor> MakeEngineExecutor(const std::string&) { return nullptr; }
+std::unique_ptr<RunExecutor> MakeEngineExecutor(const std::string&, int) { return nullptr; }
 
 }  // namespace kvgrid

@@ -78,12 +78,35 @@ inline std::vector<std::string> ColumnValues(const ParsedTable& t, const std::st
 
 inline void CheckFakeGridReport(const std::string& md, const std::vector<FakeRun>& runs) {
   auto tables = ParseMarkdownTables(md);
-  ASSERT_EQ(tables.size(), 5u) << md;
-  const ParsedTable& sliding = tables[0];
-  const ParsedTable& streaming = tables[1];
-  const ParsedTable& gen64 = tables[2];
-  const ParsedTable& gen128 = tables[3];
-  const ParsedTable& failed = tables[4];
+  ASSERT_EQ(tables.size(), 6u) << md;
+  const ParsedTable& summary = tables[0];
+  const ParsedTable& sliding = tables[1];
+  const ParsedTable& streaming = tables[2];
+  const ParsedTable& gen64 = tables[3];
+  const ParsedTable& gen128 = tables[4];
+  const ParsedTable& failed = tables[5];
+
+  // --- the summary on top: a row per setting, full first; cache protocols' PPL (sliding has no
+  // policy) and the longest prompt's timing and memory, medians with Δ vs full ---
+  EXPECT_EQ(summary.headers,
+            (std::vector<std::string>{"policy", "PPL streaming", "Δ PPL", "TTFT ms", "Δ TTFT",
+                                      "TPOT ms", "Δ TPOT", "tok/s", "Δ tok/s", "peak mem MiB",
+                                      "Δ mem", "KV peak MiB", "Δ KV"}))
+      << md;
+  ASSERT_GE(summary.rows.size(), 2u);
+  EXPECT_EQ(summary.rows[0][0], "`full`");
+  EXPECT_EQ(summary.rows[0][2], "+0.0%");
+  for (const auto& row : summary.rows) {
+    // Each PPL is the streaming table's; each TTFT the prompt-128 table's median.
+    for (const auto& srow : streaming.rows) {
+      if (srow[0] == row[0]) EXPECT_NEAR(Numbers(row[1]).at(0), Numbers(srow[2]).at(0), 1e-3) << row[0];
+    }
+    for (const auto& grow : gen128.rows) {
+      if (grow[0] == row[0]) EXPECT_NEAR(Numbers(row[3]).at(0), Numbers(grow[2]).at(0), 1e-3) << row[0];
+    }
+  }
+  EXPECT_NE(md.find("timing and memory: "), std::string::npos);
+  EXPECT_NE(md.find("prompt 128 tokens"), std::string::npos);
 
   // --- streaming perplexity: columns, row order (full first), stored numbers ---
   EXPECT_EQ(streaming.headers,

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/paired_delta.h"
 #include "reports/readme_section.h"
 #include "tests/reports/report_checks.h"
 
@@ -131,11 +132,77 @@ TEST(ReportTest, NoBaselineAndUnreadableAndUnfinishedRunsAreReported) {
   EXPECT_NE(md.find("badbadbadbadbad0"), std::string::npos);
   EXPECT_NE(md.find("not valid JSON"), std::string::npos);
   auto tables = ParseMarkdownTables(md);
-  ASSERT_EQ(tables.size(), 2u);
-  EXPECT_EQ(tables[0].Column("Δ PPL"), -1);  // empty Δ column omitted
-  ASSERT_EQ(tables[1].rows.size(), 2u);        // cancelled and planned
+  ASSERT_EQ(tables.size(), 3u);                // summary, streaming, failed
+  EXPECT_EQ(tables[1].Column("Δ PPL"), -1);  // empty Δ column omitted
+  ASSERT_EQ(tables[2].rows.size(), 2u);        // cancelled and planned
   EXPECT_NE(md.find("1 cancelled"), std::string::npos);
   EXPECT_NE(md.find("1 not finished"), std::string::npos);
+}
+
+// A generation run that timed `full` beside itself (generation_timing.h): the Δ cells are its
+// paired values with their interval; a row without them keeps the unpaired Δ, marked.
+void AddPaired(FakeRun& r, const std::vector<double>& base_ttft, const std::vector<double>& base_tpot) {
+  auto series = [&](const std::string& name) {
+    for (const auto& s : r.result.samples) if (s.name == name) return s.values;
+    return std::vector<double>();
+  };
+  auto add = [&](const std::string& what, const PairedDelta& d) {
+    r.result.AddMetric("delta_" + what + "_pct", d.pct, "%");
+    r.result.AddMetric("delta_" + what + "_pct_ci_low", d.ci_low, "%");
+    r.result.AddMetric("delta_" + what + "_pct_ci_high", d.ci_high, "%");
+  };
+  add("ttft", PairedRatioDelta(series("ttft_ms"), base_ttft));
+  add("tpot", PairedRatioDelta(series("tpot_ms"), base_tpot));
+  add("throughput", PairedRatioDelta({100, 100, 100, 100, 100}, {80, 81, 79, 80, 80}));
+  r.result.AddMetric("repeats", 5, "");
+}
+
+TEST(ReportTest, PairedDeltasWithIntervalsAndUnpairedOnesMarked) {
+  std::vector<FakeRun> runs;
+  runs.push_back(GenerationRun("full", 64, 64, 3.0, 1.0, 20));
+  runs.push_back(GenerationRun(kStreamingSinks60, 64, 64, 3.0, 0.9, 21));
+  runs.push_back(GenerationRun(kWindow64, 64, 64, 3.0, 0.9, 22));
+  // Streaming: TTFT equal to its baseline within noise (not significant), TPOT 25 % faster in
+  // every pair.
+  std::vector<double> ttft, tpot;
+  for (const auto& s : runs[1].result.samples) {
+    if (s.name == "ttft_ms") ttft = s.values;
+    if (s.name == "tpot_ms") tpot = s.values;
+  }
+  std::vector<double> base_ttft = ttft, base_tpot;
+  base_ttft[0] *= 1.02;
+  base_ttft[1] *= 0.98;
+  for (double v : tpot) base_tpot.push_back(v / 0.75);
+  AddPaired(runs[1], base_ttft, base_tpot);
+  std::string md = BuildReport(Experiment(), Views(runs), ReportOptions{}).markdown;
+  auto tables = ParseMarkdownTables(md);
+  ASSERT_EQ(tables.size(), 2u) << md;  // summary + the generation table
+  // The summary carries the same paired Δs; the unpaired row's throughput Δ is marked.
+  const ParsedTable& summary = tables[0];
+  ASSERT_EQ(summary.rows.size(), 3u);
+  for (const auto& row : summary.rows) {
+    if (row[0] == "`" + std::string(kStreamingSinks60) + "`") {
+      EXPECT_EQ(row[summary.Column("Δ TPOT")], "-25.0 % [-25.0, -25.0]");
+    }
+    if (row[0] == "`" + std::string(kWindow64) + "`") {
+      EXPECT_NE(row[summary.Column("Δ tok/s")].find("ᵘ"), std::string::npos);
+    }
+  }
+  const ParsedTable& t = tables[1];
+  const int dttft = t.Column("Δ TTFT"), dtpot = t.Column("Δ TPOT"), dthr = t.Column("Δ tok/s");
+  ASSERT_GE(dttft, 0);
+  ASSERT_GE(dtpot, 0);
+  ASSERT_GE(dthr, 0);
+  ASSERT_EQ(t.rows.size(), 3u);
+  const auto& sl = t.rows[2][0] == "`" + std::string(kStreamingSinks60) + "`" ? t.rows[2] : t.rows[1];
+  const auto& win = &sl == &t.rows[2] ? t.rows[1] : t.rows[2];
+  EXPECT_EQ(sl[dttft].rfind("≈ ", 0), 0u) << sl[dttft];
+  EXPECT_EQ(sl[dtpot], "-25.0 % [-25.0, -25.0]");
+  EXPECT_EQ(sl[dthr].rfind("+25.0 % [", 0), 0u) << sl[dthr];
+  EXPECT_NE(win[dttft].find("ᵘ"), std::string::npos) << win[dttft];
+  EXPECT_EQ(win[dthr], "");
+  EXPECT_NE(md.find("are paired"), std::string::npos);
+  EXPECT_NE(md.find("ᵘ unpaired"), std::string::npos);
 }
 
 TEST(ReportTest, EmptyExperiment) {

@@ -18,9 +18,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
+
 #include "model/engine/gpt_neox.h"
 #include "model/policy_spec.h"
 #include "model/safetensors.h"
+#include "common/paired_delta.h"
 #include "worker/workloads/generation_timing.h"
 #include "worker/workloads/perplexity.h"
 
@@ -267,6 +270,18 @@ TEST_P(FixtureModels, StreamingFullCacheEqualsSlidingWholeWindow) {
   ASSERT_EQ(per_token.size(), reference.size());
   for (size_t i = 0; i < per_token.size(); ++i) EXPECT_NEAR(per_token[i], reference[i], 1e-4) << i;
   EXPECT_GT(Metric(streaming, "ppl_stderr"), 0);
+  // The worker's ppl_stderr is the report's ± (one formula, common/ppl_error.h): population
+  // variance of the NLLs over n - 1.
+  {
+    const std::vector<double> nll = Samples(streaming, "nll");
+    double mean = 0, var = 0;
+    for (double x : nll) mean += x;
+    mean /= nll.size();
+    for (double x : nll) var += (x - mean) * (x - mean);
+    var /= nll.size();
+    EXPECT_NEAR(Metric(streaming, "ppl_stderr"),
+                Metric(streaming, "ppl") * std::sqrt(var / (nll.size() - 1)), 1e-9);
+  }
 }
 
 // ---- 3: StreamingLLM ----------------------------------------------------------------------
@@ -574,6 +589,38 @@ TEST(GenerationTiming, SampleCountsAndExactKvBytesOfTheFullCache) {
   EXPECT_EQ(Metric(r, "kv_bytes_peak"), expected);
   EXPECT_EQ(Metric(r, "kv_bytes_end"), expected);
   EXPECT_EQ(Metric(r, "scoring_ms"), 0);  // no policy, nothing scored
+}
+
+TEST(GenerationTiming, PairedBaselineTimesFullBesideThePolicy) {
+  const int64_t P = 160, repeats = 2;
+  GenerationTimingOptions o = Timing();
+  o.paired_baseline = true;
+  RunResult sl = Generation("streaming_llm:sink_tokens=4,window=8", o, P);
+  EXPECT_EQ(Samples(sl, "ttft_ms").size(), static_cast<size_t>(repeats));
+  EXPECT_EQ(Samples(sl, "baseline_ttft_ms").size(), static_cast<size_t>(repeats));
+  EXPECT_EQ(Samples(sl, "baseline_tpot_ms").size(), static_cast<size_t>(repeats));
+  EXPECT_EQ(Samples(sl, "baseline_throughput_tok_s").size(), static_cast<size_t>(repeats));
+  for (const char* what : {"ttft", "tpot", "throughput"}) {
+    const std::string name = absl::StrCat("delta_", what, "_pct");
+    const double pct = Metric(sl, name);
+    EXPECT_LE(Metric(sl, name + "_ci_low"), pct) << name;
+    EXPECT_GE(Metric(sl, name + "_ci_high"), pct) << name;
+  }
+  // The Δ is the paired one, recomputed from the stored samples.
+  const PairedDelta d = PairedRatioDelta(Samples(sl, "tpot_ms"), Samples(sl, "baseline_tpot_ms"));
+  EXPECT_DOUBLE_EQ(Metric(sl, "delta_tpot_pct"), d.pct);
+  EXPECT_GT(Metric(sl, "baseline_ttft_ms"), 0);
+  // The policy's own numbers are its own: the baseline's full cache is not in its KV bytes.
+  const auto& c = Model(kPythiaLike).config();
+  const double per_slot = static_cast<double>(c.num_layers * 2 * c.num_heads * c.head_dim() * 4);
+  EXPECT_LT(Metric(sl, "kv_bytes_end"), per_slot * P);
+  // `full` has no baseline of its own; an unpaired run stores none.
+  RunResult full = Generation("full", o, P);
+  EXPECT_FALSE(HasSamples(full, "baseline_ttft_ms"));
+  EXPECT_EQ(full.FindMetric("delta_ttft_pct"), nullptr);
+  o.paired_baseline = false;
+  RunResult alone = Generation("streaming_llm:sink_tokens=4,window=8", o, P);
+  EXPECT_EQ(alone.FindMetric("delta_ttft_pct"), nullptr);
 }
 
 TEST(GenerationTiming, StreamingLlmEndsWithLessKvThanFull) {

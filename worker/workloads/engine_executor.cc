@@ -5,6 +5,7 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <algorithm>
 #include <thread>
 
 #include <ATen/Parallel.h>
@@ -13,6 +14,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/blas_check.h"
+#include "common/build_info.h"
 #include "common/status_macros.h"
 #include "model/engine/model_loader.h"
 #include "worker/datasets/dataset_loader.h"
@@ -20,10 +23,6 @@
 #include "worker/workloads/generation_timing.h"
 #include "worker/workloads/memory_probe.h"
 #include "worker/workloads/perplexity.h"
-
-#ifndef KVGRID_GIT_COMMIT
-#define KVGRID_GIT_COMMIT "unknown"
-#endif
 
 namespace kvgrid {
 namespace {
@@ -66,7 +65,7 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
 
 class EngineExecutor : public RunExecutor {
  public:
-  explicit EngineExecutor(std::string device) : device_(std::move(device)) {}
+  EngineExecutor(std::string device, int threads) : device_(std::move(device)), threads_(threads) {}
 
   nlohmann::json Capabilities() const override {
     nlohmann::json j;
@@ -77,8 +76,9 @@ class EngineExecutor : public RunExecutor {
     j["cuda_available"] = cuda;
     j["cuda_devices"] = cuda ? static_cast<int64_t>(torch::cuda::device_count()) : 0;
     j["libtorch_version"] = TORCH_VERSION;
-    j["kvgrid_commit"] = KVGRID_GIT_COMMIT;
+    j["kvgrid_commit"] = KvgridCommit();
     j["threads"] = at::get_num_threads();
+    j.update(BlasEnvironment());
     j["host"] = HostName();
     return j;
   }
@@ -102,7 +102,8 @@ class EngineExecutor : public RunExecutor {
       return absl::InvalidArgumentError(absl::StrCat("position_mode '", spec.position_mode,
                                                      "' is not original, shifted or rerotate"));
     }
-    if (spec.threads > 0) at::set_num_threads(static_cast<int>(spec.threads));
+    // Every run sets its thread count (LibTorch's default here is 1, not the machine's cores).
+    at::set_num_threads(spec.threads > 0 ? static_cast<int>(spec.threads) : threads_);
     if (spec.workload == "noop") {
       std::this_thread::sleep_for(std::chrono::milliseconds(spec.noop_ms));
       RunResult r;
@@ -144,6 +145,7 @@ class EngineExecutor : public RunExecutor {
       o.warmup = spec.warmup;
       o.position_mode = mode;
       o.prefill_chunk = spec.prefill_chunk;
+      o.paired_baseline = spec.generation.paired_baseline;
       ASSIGN_OR_RETURN(result, RunGenerationTiming(*lm->model, prompt, policy, o));
       result.AddMetric("tokenize_ms", tokenize_ms, "ms");
     } else {
@@ -158,6 +160,7 @@ class EngineExecutor : public RunExecutor {
                          ? "float16 weights, float32 compute (CPU LibTorch has no float16 GEMM)"
                          : DtypeName(lm->model->dtype());
     env["threads"] = at::get_num_threads();
+    env.update(BlasEnvironment());
 #ifdef NDEBUG
     env["build_type"] = "Release";
 #else
@@ -230,6 +233,7 @@ class EngineExecutor : public RunExecutor {
   }
 
   std::string device_;
+  int threads_;  // for specs with threads: 0
   std::string model_key_;
   std::unique_ptr<LoadedModel> model_;
   std::map<std::string, std::pair<double, std::vector<int64_t>>> token_cache_;
@@ -237,8 +241,9 @@ class EngineExecutor : public RunExecutor {
 
 }  // namespace
 
-std::unique_ptr<RunExecutor> MakeEngineExecutor(const std::string& device) {
-  return std::make_unique<EngineExecutor>(device);
+std::unique_ptr<RunExecutor> MakeEngineExecutor(const std::string& device, int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::make_unique<EngineExecutor>(device, threads);
 }
 
 }  // namespace kvgrid

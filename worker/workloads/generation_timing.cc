@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/malloc_tuning.h"
+#include "common/paired_delta.h"
 #include "common/status_macros.h"
 #include "model/engine/generate.h"
 #include "model/engine/kv_policy.h"
@@ -52,15 +53,11 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   sp.max_new_tokens = o.new_tokens;
   sp.prefill_chunk = o.prefill_chunk;
 
-  // Free memory an earlier run left in the heap (RetainFreedMemoryForReuse) goes back to the
-  // kernel first, so this run's peak RSS counts this run's memory. Not per repetition: warm-ups
-  // leave the heap holding this run's own activations, as in any steady-state measurement.
-  ReleaseRetainedMemory();
-  std::vector<OneRun> runs;
-  for (int64_t rep = 0; rep < o.warmup + o.repeats; ++rep) {
+  // One generation with `spec`'s policy, timed.
+  auto time_one = [&](const PolicySpec& which) -> absl::StatusOr<OneRun> {
     std::unique_ptr<KvPolicy> policy;
-    if (spec.name != "full") {
-      ASSIGN_OR_RETURN(policy, MakePolicy(spec));
+    if (which.name != "full") {
+      ASSIGN_OR_RETURN(policy, MakePolicy(which));
       policy->Reset(model.config().num_layers);
     }
     OneRun run;
@@ -92,7 +89,30 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
     run.kv_peak = out.kv_bytes_peak;
     run.kv_end = out.kv_bytes_end;
     run.kv_tokens_max = out.stats.kv_tokens_max;
-    if (rep >= o.warmup) runs.push_back(std::move(run));
+    return run;
+  };
+
+  const bool paired = o.paired_baseline && spec.name != "full";
+  PolicySpec full;
+  full.name = "full";
+  // Free memory an earlier run left in the heap (RetainFreedMemoryForReuse) goes back to the
+  // kernel first, so this run's peak RSS counts this run's memory. Unpaired: once, not per
+  // repetition (warm-ups leave the heap holding this run's own activations, as in any
+  // steady-state measurement). Paired: before every generation of either side, so neither side's
+  // peak RSS holds the other's retained memory; both then pay the same first-touch page faults.
+  ReleaseRetainedMemory();
+  std::vector<OneRun> runs, baseline;
+  for (int64_t rep = 0; rep < o.warmup + o.repeats; ++rep) {
+    const bool timed = rep >= o.warmup;
+    // Paired rounds alternate which side goes first (policy first on even repeats).
+    const bool baseline_first = paired && rep % 2 == 1;
+    for (int side = 0; side < (paired ? 2 : 1); ++side) {
+      const bool is_baseline = paired && (side == 0) == baseline_first;
+      if (paired) ReleaseRetainedMemory();
+      ASSIGN_OR_RETURN(OneRun run, time_one(is_baseline ? full : spec));
+      if (!timed) continue;
+      (is_baseline ? baseline : runs).push_back(std::move(run));
+    }
   }
 
   RunResult r;
@@ -138,6 +158,33 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   r.samples.push_back({"throughput_tok_s", "tok/s", thr});
   r.samples.push_back({"scoring_ms", "ms", scoring});
   r.samples.push_back({"decode_step_ms", "ms", steps});
+  if (paired) {
+    std::vector<double> base_ttft, base_tpot, base_thr;
+    for (const auto& run : baseline) {
+      base_ttft.push_back(run.ttft_ms);
+      base_tpot.push_back(run.tpot_ms);
+      base_thr.push_back(B * N / (run.total_ms / 1000.0));
+    }
+    r.AddMetric("baseline_ttft_ms", Median(base_ttft), "ms");
+    r.AddMetric("baseline_tpot_ms", Median(base_tpot), "ms");
+    r.AddMetric("baseline_throughput_tok_s", Median(base_thr), "tok/s");
+    auto add_delta = [&](const std::string& what, const std::vector<double>& a,
+                         const std::vector<double>& b) {
+      const PairedDelta d = PairedRatioDelta(a, b);
+      r.AddMetric(absl::StrCat("delta_", what, "_pct"), d.pct, "%");
+      r.AddMetric(absl::StrCat("delta_", what, "_pct_ci_low"), d.ci_low, "%");
+      r.AddMetric(absl::StrCat("delta_", what, "_pct_ci_high"), d.ci_high, "%");
+    };
+    add_delta("ttft", ttft, base_ttft);
+    add_delta("tpot", tpot, base_tpot);
+    add_delta("throughput", thr, base_thr);
+    r.samples.push_back({"baseline_ttft_ms", "ms", base_ttft});
+    r.samples.push_back({"baseline_tpot_ms", "ms", base_tpot});
+    r.samples.push_back({"baseline_throughput_tok_s", "tok/s", base_thr});
+    r.environment["paired_baseline"] =
+        "full cache timed in the same process, interleaved repeat by repeat (sides alternate "
+        "which goes first); delta = geometric mean of the paired ratios, 95 % paired t interval";
+  }
   r.environment["memory_metric"] = cuda ? "cuda peak allocated (caching allocator), reset per phase"
                                         : "process peak RSS (VmHWM), reset per phase";
   return r;
