@@ -48,9 +48,12 @@ std::string BetterOpenBlasCore(const std::string& core) {
                                                    "cooperlake", "sapphirerapids"};
   std::string c;
   for (char ch : core) c.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(ch))));
-  if (c.empty() || kAvx2Cores.count(c)) return "";  // unknown, or already using AVX2 or better
-  if (CpuHasAvx512()) return "SKYLAKEX";
-  if (CpuHasAvx2()) return "HASWELL";
+  if (c.empty()) return "";
+  // An AVX-512 CPU on AVX2 kernels is a fallback too: OpenBLAS 0.3.21 maps AMD Zen 4 to its
+  // Haswell kernels (later releases use the SkylakeX ones); measured on a Zen 4 VM, fp32 TTFT at
+  // 512 tokens drops from ~150 to ~100 ms (README "BLAS").
+  if (CpuHasAvx512()) return kAvx512Cores.count(c) ? "" : "SKYLAKEX";
+  if (CpuHasAvx2()) return kAvx2Cores.count(c) ? "" : "HASWELL";
   return "";
 }
 

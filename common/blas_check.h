@@ -21,9 +21,10 @@ struct BlasInfo {
 
 BlasInfo ReadBlasInfo();
 
-// The OPENBLAS_CORETYPE to use instead of `core` on this CPU: "SKYLAKEX" (AVX-512 F/BW/DQ/VL) or
-// "HASWELL" (AVX2 + FMA) when `core` is a generic or older core that does not use those
-// instructions; "" when `core` is right (or unknown to this rule, or the CPU has neither).
+// The OPENBLAS_CORETYPE to use instead of `core` on this CPU: "SKYLAKEX" when the CPU has
+// AVX-512 F/BW/DQ/VL and `core`'s kernels do not use it (generic "Prescott", or AVX2 "Haswell"/
+// "Zen" as OpenBLAS 0.3.21 picks for Zen 4), "HASWELL" on an AVX2 + FMA CPU whose `core` uses
+// neither; "" when `core` is right (or the CPU has neither, or `core` is empty).
 std::string BetterOpenBlasCore(const std::string& core);
 
 // Call first in main(), before any thread starts. When OpenBLAS chose a generic core on a CPU

@@ -35,8 +35,19 @@ cp "$dir/README.md" "$dir/README.first"
   --plots "$dir/docs/img" --heading-level 3
 cmp -s "$dir/README.md" "$dir/README.first" || fail "README rewrite not idempotent"
 
+# kvgrid results --db: the same database without a coordinator (as after `kvgrid run`)
+"$KVGRID" results fake-grid --db "$dir/kvgrid.db" --format csv > "$dir/results.csv"
+head -1 "$dir/results.csv" | grep -q '^run_key,status,' || fail "results csv header"
+[ "$(grep -c ',done,' "$dir/results.csv")" -ge 10 ] || fail "results csv rows: $(wc -l < "$dir/results.csv")"
+grep -q ',failed,' "$dir/results.csv" || fail "failed run missing from results"
+"$KVGRID" results fake-grid --db "$dir/kvgrid.db" --format json --samples | tr -d ' \n' | grep -q '"ttft_ms":\[' \
+  || fail "results json has no samples"
+
 # errors
 set +e
+"$KVGRID" results no-such --db "$dir/kvgrid.db" > /dev/null 2> "$dir/err"
+[ $? -eq 1 ] || fail "results for an unknown experiment should fail with 1"
+grep -q 'no-such' "$dir/err" || fail "results error does not name the experiment: $(cat "$dir/err")"
 "$KVGRID" report fake-grid --db "$dir/kvgrid.db" --readme "$dir/README.md" > /dev/null 2>&1
 [ $? -eq 2 ] || fail "--readme without --section should be a usage error (2)"
 "$KVGRID" report fake-grid --db "$dir/README.md.nope" > /dev/null 2> "$dir/err"
