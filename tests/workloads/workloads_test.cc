@@ -610,6 +610,7 @@ TEST(GenerationTiming, PairedBaselineTimesFullBesideThePolicy) {
   const PairedDelta d = PairedRatioDelta(Samples(sl, "tpot_ms"), Samples(sl, "baseline_tpot_ms"));
   EXPECT_DOUBLE_EQ(Metric(sl, "delta_tpot_pct"), d.pct);
   EXPECT_GT(Metric(sl, "baseline_ttft_ms"), 0);
+  EXPECT_GT(Metric(sl, "peak_memory_bytes"), 0);  // from its own generation after a heap release
   // The policy's own numbers are its own: the baseline's full cache is not in its KV bytes.
   const auto& c = Model(kPythiaLike).config();
   const double per_slot = static_cast<double>(c.num_layers * 2 * c.num_heads * c.head_dim() * 4);
