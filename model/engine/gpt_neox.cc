@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "model/engine/cpu_attention.h"
 #include "model/engine/cpu_gemv.h"
 
 namespace kvgrid {
@@ -41,63 +42,12 @@ torch::Tensor MappedTensor(const std::shared_ptr<SafetensorsFile>& file, const S
                           torch::TensorOptions().dtype(ToTorch(info.dtype)));
 }
 
-// Dot product in 8 independent lanes (vectorisable without -ffast-math).
-inline float Dot(const float* a, const float* b, int64_t n) {
-  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int l = 0; l < 8; ++l) lanes[l] += a[i + l] * b[i + l];
-  }
-  float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 double NowMs() {
   return std::chrono::duration<double, std::milli>(
              std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
-
-absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& text) {
-  if (text == "float32" || text == "fp32" || text == "f32") return torch::kFloat32;
-  if (text == "float16" || text == "fp16" || text == "f16" || text == "half") return torch::kFloat16;
-  if (text == "bfloat16" || text == "bf16") return torch::kBFloat16;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown dtype '", text, "'; expected float32, float16 or bfloat16"));
-}
-
-std::string DtypeName(torch::ScalarType dtype) {
-  switch (dtype) {
-    case torch::kFloat32: return "float32";
-    case torch::kFloat16: return "float16";
-    case torch::kBFloat16: return "bfloat16";
-    default: return c10::toString(dtype);
-  }
-}
-
-absl::StatusOr<torch::Device> ParseDevice(const std::string& text) {
-  if (text == "cpu" || text == "auto" && !torch::cuda::is_available()) return torch::Device(torch::kCPU);
-  if (text == "auto") return torch::Device(torch::kCUDA, 0);
-  if (text == "cuda" || absl::StartsWith(text, "cuda:")) {
-    if (!torch::cuda::is_available()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "device '", text, "' requested but this LibTorch has no usable CUDA device "
-          "(CPU-only build or no GPU); use --device cpu"));
-    }
-    int index = 0;
-    if (text.size() > 5 && !absl::SimpleAtoi(text.substr(5), &index)) {
-      return absl::InvalidArgumentError(absl::StrCat("bad device '", text, "'"));
-    }
-    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count())) {
-      return absl::InvalidArgumentError(absl::StrCat("device '", text, "' does not exist"));
-    }
-    return torch::Device(torch::kCUDA, index);
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown device '", text, "'; expected cpu, cuda, cuda:N or auto"));
-}
 
 GptNeoxModel::GptNeoxModel(ModelConfig config, ModelWeights weights, torch::ScalarType dtype,
                            torch::Device device, std::shared_ptr<SafetensorsFile> file)
@@ -109,18 +59,11 @@ GptNeoxModel::GptNeoxModel(ModelConfig config, ModelWeights weights, torch::Scal
   int64_t r = config_.rotary_dims();
   inv_freq_ = 1.0 / torch::pow(torch::tensor(config_.rotary_base, torch::kFloat64).to(torch::kFloat32),
                                torch::arange(0, r, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(r));
-  inv_freq_host_.assign(inv_freq_.data_ptr<float>(), inv_freq_.data_ptr<float>() + inv_freq_.numel());
-  // cos/sin of every position the model was trained on, for the CPU decode path (RotaryCosSin).
-  const int64_t half = r / 2, slots = std::max<int64_t>(config_.max_position_embeddings, 2048);
-  slot_cos_.resize(slots * half);
-  slot_sin_.resize(slots * half);
-  for (int64_t j = 0; j < slots; ++j) {
-    for (int64_t i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(j) * inv_freq_host_[i];  // Rotate()'s float formula
-      slot_cos_[j * half + i] = std::cos(angle);
-      slot_sin_[j * half + i] = std::sin(angle);
-    }
-  }
+  // The fused CPU kernels tabulate cos/sin of every trained position.
+  cpu_attention_ = std::make_unique<const CpuAttention>(
+      config_.num_heads, config_.head_dim(), r,
+      std::vector<float>(inv_freq_.data_ptr<float>(), inv_freq_.data_ptr<float>() + inv_freq_.numel()),
+      std::max<int64_t>(config_.max_position_embeddings, 2048));
   inv_freq_ = inv_freq_.to(device_);
 }
 
@@ -250,210 +193,6 @@ torch::Tensor GptNeoxModel::Rotate(const torch::Tensor& x, const torch::Tensor& 
   return torch::cat({rotated, x.narrow(-1, r, x.size(-1) - r)}, -1);
 }
 
-void GptNeoxModel::RotaryCosSin(int64_t position, int64_t i, float* c, float* s) const {
-  const int64_t half = config_.rotary_dims() / 2;
-  if (position < static_cast<int64_t>(slot_cos_.size()) / std::max<int64_t>(half, 1)) {
-    *c = slot_cos_[position * half + i];
-    *s = slot_sin_[position * half + i];
-    return;
-  }
-  const float angle = static_cast<float>(position) * inv_freq_host_[i];
-  *c = std::cos(angle);
-  *s = std::sin(angle);
-}
-
-void GptNeoxModel::RotateHeadCpu(float* x, int64_t position) const {
-  const int64_t half = config_.rotary_dims() / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    float c, s;
-    RotaryCosSin(position, i, &c, &s);
-    const float x1 = x[i], x2 = x[i + half];
-    x[i] = x1 * c - x2 * s;
-    x[i + half] = x2 * c + x1 * s;
-  }
-}
-
-torch::Tensor GptNeoxModel::KeysRotatedAtSlotsCpu(const LayerCache& lc) const {
-  const int64_t H = config_.num_heads, d = config_.head_dim(), n = lc.length;
-  torch::Tensor keys = lc.K().clone();  // [1,H,n,d] contiguous
-  float* R = keys.data_ptr<float>();
-  at::parallel_for(0, n, 64, [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      for (int64_t h = 0; h < H; ++h) {
-        RotateHeadCpu(R + (h * n + j) * d, lc.in_order() ? j : lc.rank[h][j]);
-      }
-    }
-  });
-  return keys;
-}
-
-torch::Tensor GptNeoxModel::DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv,
-                                               int64_t text_position, KvCache& cache,
-                                               torch::Tensor* probs, torch::Tensor* q_out) {
-  const int64_t H = config_.num_heads, d = config_.head_dim(), r = config_.rotary_dims();
-  float* p = qkv.data_ptr<float>();  // [H][q k v][d]
-  const bool shifted = cache.mode() == PositionMode::kShifted;
-  const int64_t half = r / 2;
-  LayerCache& lc = cache.layer(layer);
-  // Rotary on q (and, unless keys are cached before rotary, k) of every head, at the true
-  // position, or at the new token's cache slot in shifted/rerotate mode.
-  const int64_t rotary_position = cache.mode() == PositionMode::kOriginal ? text_position : lc.length;
-  for (int64_t h = 0; h < H; ++h) {
-    RotateHeadCpu(p + h * 3 * d, rotary_position);
-    if (!shifted) RotateHeadCpu(p + h * 3 * d + d, rotary_position);
-  }
-  // The cache records the true text position, whatever position the key was rotated at.
-  cache.AppendCpu(layer, p + d, p + 2 * d, 1, H * 3 * d, 3 * d, &text_position);
-  // Shifted (pos-shift): cached keys are pre-rotary and the key of logical index j is rotated at
-  // j (its slot, unless slots are reused), so the score uses R(j)k_j without materialising the rotated cache: only the first r dims are rotated, and the
-  // cos/sin of slot j never change (RotaryCosSin's table).
-  auto rotated_dot = [&](const float* q, const float* k, int64_t j) {
-    float acc = Dot(q + r, k + r, d - r);
-    for (int64_t i = 0; i < half; ++i) {
-      float c, s;
-      RotaryCosSin(j, i, &c, &s);
-      acc += q[i] * (k[i] * c - k[i + half] * s) + q[i + half] * (k[i + half] * c + k[i] * s);
-    }
-    return acc;
-  };
-  const int64_t n = lc.length, cap = lc.capacity();
-  *probs = torch::empty({1, H, 1, n}, torch::kFloat32);
-  torch::Tensor out = torch::empty({1, 1, H * d}, torch::kFloat32);
-  const float* keys = lc.keys.data_ptr<float>();
-  const float* values = lc.values.data_ptr<float>();
-  float* pr = probs->data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
-    for (int64_t h = h0; h < h1; ++h) {
-      const float* q = p + h * 3 * d;
-      const float* K = keys + h * cap * d;
-      const float* V = values + h * cap * d;
-      float* a = pr + h * n;
-      if (shifted && lc.in_order()) {
-        for (int64_t j = 0; j < n; ++j) a[j] = rotated_dot(q, K + j * d, j) * scale;
-      } else if (shifted) {  // slot j holds the entry of logical index rank[j]
-        const int64_t* rank = lc.rank[h].data();
-        for (int64_t j = 0; j < n; ++j) a[j] = rotated_dot(q, K + j * d, rank[j]) * scale;
-      } else {
-        AttentionScoresF32(q, K, n, d, scale, a);
-      }
-      const float mx = *std::max_element(a, a + n);
-      float sum = 0;
-      for (int64_t j = 0; j < n; ++j) sum += (a[j] = std::exp(a[j] - mx));
-      const float inv = 1.0f / sum;
-      for (int64_t j = 0; j < n; ++j) a[j] *= inv;
-      AttentionWeightedSumF32(a, V, n, d, o + h * d);
-    }
-  });
-  *q_out = qkv.view({1, 1, H, 3 * d}).permute({0, 2, 1, 3}).narrow(-1, 0, d);
-  return out;
-}
-
-torch::Tensor GptNeoxModel::PrefillAttentionCpu(int64_t layer, const torch::Tensor& qkv,
-                                                const torch::Tensor& text_positions, KvCache& cache,
-                                                const AttentionNeeds& needs, torch::Tensor* probs,
-                                                torch::Tensor* received, torch::Tensor* q_out,
-                                                torch::Tensor* keys_out) {
-  const int64_t H = config_.num_heads, d = config_.head_dim(), m = qkv.size(1);
-  const float* p = qkv.data_ptr<float>();  // [m][H][q k v][d]
-  const int64_t* pos = text_positions.data_ptr<int64_t>();
-  LayerCache& lc = cache.layer(layer);
-  const int64_t before = lc.length;
-  const PositionMode mode = cache.mode();
-  cache.AppendCpu(layer, p + d, p + 2 * d, m, H * 3 * d, 3 * d, pos);
-  const int64_t n = lc.length, cap = lc.capacity();
-  float* keys = lc.keys.data_ptr<float>();
-  float* values = lc.values.data_ptr<float>();
-  // Queries to [H][m][d], rotated; new keys rotated in place in the cache (in shifted mode the
-  // cache keeps them before rotary). Rotation is at the true position, or at the cache slot.
-  torch::Tensor q = torch::empty({1, H, m, d}, torch::kFloat32);
-  float* Q = q.data_ptr<float>();
-  at::parallel_for(0, m, 32, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t at = mode == PositionMode::kOriginal ? pos[t] : before + t;
-      for (int64_t h = 0; h < H; ++h) {
-        float* qh = Q + (h * m + t) * d;
-        std::memcpy(qh, p + (t * H + h) * 3 * d, d * sizeof(float));
-        RotateHeadCpu(qh, at);
-        if (mode != PositionMode::kShifted) RotateHeadCpu(keys + (h * cap + before + t) * d, at);
-      }
-    }
-  });
-  // Shifted (pos-shift): every cached key is attended rotated at its slot index.
-  torch::Tensor attended = lc.K();
-  const float* K = keys;
-  int64_t key_rows = cap;  // rows between heads in K
-  if (mode == PositionMode::kShifted) {
-    attended = KeysRotatedAtSlotsCpu(lc);
-    K = attended.data_ptr<float>();
-    key_rows = n;
-  }
-  torch::Tensor out = torch::empty({1, m, H * d}, torch::kFloat32);
-  float* O = out.data_ptr<float>();
-  // Statistics for the policy, accumulated block by block (never [H, m, n]): the attention each
-  // slot received over all m rows (float64, rows added in order) and the last r rows.
-  const int64_t r = std::min(needs.last_rows, m), first_kept_row = m - r;
-  if (r > 0) *probs = torch::zeros({1, H, r, n}, torch::kFloat32);
-  if (needs.received) *received = torch::zeros({1, H, n}, torch::kFloat64);
-  double* recv = needs.received ? received->data_ptr<double>() : nullptr;
-  float* last = r > 0 ? probs->data_ptr<float>() : nullptr;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const float lowest = std::numeric_limits<float>::lowest();
-  const int64_t block = 128, blocks = (m + block - 1) / block;
-  auto attend_block = [&](int64_t h, int64_t q0, float* scratch) {
-    const int64_t rows = std::min(block, m - q0);
-    const int64_t visible = before + q0 + rows;  // keys the block's last query may see
-    auto scores = torch::from_blob(scratch, {rows, visible});
-    auto q_block = torch::from_blob(Q + (h * m + q0) * d, {rows, d});
-    auto k_head = torch::from_blob(const_cast<float*>(K) + h * key_rows * d, {visible, d});
-    at::addmm_out(scores, scores, q_block, k_head.t(), /*beta=*/0, /*alpha=*/scale);
-    // Causal mask: query i of the block sees keys up to slot before + q0 + i (earlier chunks'
-    // slots, in whatever order slot reuse left them, are all older than every new query).
-    // Masked scores are the lowest float, so exp() makes them exactly 0 as in Hugging Face's
-    // eager path.
-    for (int64_t i = 0; i < rows; ++i) {
-      float* row = scratch + i * visible;
-      std::fill(row + before + q0 + i + 1, row + visible, lowest);
-    }
-    at::_softmax_out(scores, scores, 1, false);
-    auto v_head = torch::from_blob(values + h * cap * d, {visible, d});
-    auto o_block = torch::from_blob(O + q0 * H * d + h * d, {rows, d}, {H * d, 1});
-    at::mm_out(o_block, scores, v_head);
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* row = scratch + i * visible;
-      if (recv != nullptr) {
-        double* acc = recv + h * n;
-        for (int64_t j = 0; j < visible; ++j) acc[j] += row[j];
-      }
-      if (last != nullptr && q0 + i >= first_kept_row) {
-        std::memcpy(last + (h * r + q0 + i - first_kept_row) * n, row, visible * sizeof(float));
-      }
-    }
-  };
-  if (recv != nullptr) {
-    // A head's blocks add into one accumulator row: one thread per head.
-    at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
-      std::vector<float> scratch(std::min(block, m) * n);
-      for (int64_t h = h0; h < h1; ++h) {
-        for (int64_t b = 0; b < blocks; ++b) attend_block(h, b * block, scratch.data());
-      }
-    });
-  } else {
-    // Tasks in head-major order: the pool's contiguous split gives each thread whole heads, so
-    // the short early blocks and long late blocks balance.
-    at::parallel_for(0, H * blocks, 1, [&](int64_t a, int64_t b) {
-      std::vector<float> scratch(std::min(block, m) * n);
-      for (int64_t task = a; task < b; ++task) {
-        attend_block(task / blocks, (task % blocks) * block, scratch.data());
-      }
-    });
-  }
-  *q_out = q;
-  *keys_out = attended;
-  return out;
-}
-
 void GptNeoxModel::KeepEntries(int64_t layer, KvCache& cache, const torch::Tensor& keep) {
   cache.Keep(layer, keep);
   if (cache.mode() != PositionMode::kRerotate) return;
@@ -541,17 +280,17 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
     AttendedLayer attended;
     torch::Tensor out;
     if (m > 1) {
-      out = PrefillAttentionCpu(layer, qkv, positions, cache, needs, &attended.probs,
+      out = cpu_attention_->Prefill(layer, qkv, positions, cache, needs, &attended.probs,
                                 &attended.received, &attended.queries, &attended.keys);
     } else {
-      out = DecodeAttentionCpu(layer, qkv, positions.data_ptr<int64_t>()[0], cache,
+      out = cpu_attention_->Decode(layer, qkv, positions.data_ptr<int64_t>()[0], cache,
                                &attended.probs, &attended.queries);
       if (needs.received) attended.received = attended.probs.to(torch::kDouble).sum(2);
       if (needs.last_rows == 0) attended.probs = torch::Tensor();
       // Policies see the keys as attended (rotated at their slot in shifted mode); positional and
       // attention-only policies read just the shape, so the rotation is skipped for them.
       attended.keys = cache.mode() == PositionMode::kShifted && evict && policy->NeedsKeyValues()
-                          ? KeysRotatedAtSlotsCpu(lc)
+                          ? cpu_attention_->KeysRotatedAtSlots(lc)
                           : lc.K();
     }
     if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, lc.length);

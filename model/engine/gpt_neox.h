@@ -12,6 +12,8 @@
 
 #include "absl/status/statusor.h"
 #include "model/config.h"
+#include "model/engine/cpu_attention.h"
+#include "model/engine/dtype_device.h"
 #include "model/engine/kv_cache.h"
 #include "model/engine/kv_policy.h"
 #include "model/safetensors.h"
@@ -72,7 +74,7 @@ class GptNeoxModel {
 
   KvCache NewCache(int64_t batch, PositionMode mode) const;
 
-  // Batch-1 float32 CPU attention runs in fused kernels (DecodeAttentionCpu, PrefillAttentionCpu)
+  // Batch-1 float32 CPU attention runs in fused kernels (model/engine/cpu_attention.h)
   // unless this is turned off; off, every forward takes the generic tensor-op path. Both compute
   // the same math: the switch exists so tests and benchmarks can compare them side by side.
   // It is read when a cache is made (NewCache): fused caches reuse evicted slots.
@@ -88,31 +90,6 @@ class GptNeoxModel {
                torch::Device device, std::shared_ptr<SafetensorsFile> file);
   torch::Tensor Attention(int64_t layer, const torch::Tensor& x, const ForwardRequest& req,
                           bool padded, KvCache& cache, KvPolicy* policy, ForwardStats* stats);
-  // Batch-1, one-token, float32 CPU decode step (any positional mode, no padding): the
-  // generic path's math in one pass per head, without its ~30 small tensor ops per layer.
-  // Returns the attention output [1,1,H*d] and sets *probs [1,H,1,n].
-  // The cache records `text_position` for the new slot; q/k are rotated there, or at the slot
-  // in shifted/rerotate mode (the same rule as PrefillAttentionCpu).
-  torch::Tensor DecodeAttentionCpu(int64_t layer, const torch::Tensor& qkv, int64_t text_position,
-                                   KvCache& cache, torch::Tensor* probs, torch::Tensor* q_out);
-  // Batch-1 float32 CPU attention for m new tokens (prefill, a chunk of it, a PPL window) with
-  // no padding, any positional mode: q/k rotation, cache append, then per (head, 128-query
-  // block) one GEMM for the scores, the causal mask on the diagonal block only, softmax in place
-  // and one GEMM into the output's final [1,m,H*d] layout. Sets *q_out [1,H,m,d] (rotated), *keys
-  // (as attended) and what `needs` asks for, computed block by block: *received [1,H,n] float64
-  // and *probs [1,H,r,n] (the last r rows).
-  torch::Tensor PrefillAttentionCpu(int64_t layer, const torch::Tensor& qkv,
-                                    const torch::Tensor& text_positions, KvCache& cache,
-                                    const AttentionNeeds& needs, torch::Tensor* probs,
-                                    torch::Tensor* received, torch::Tensor* q_out,
-                                    torch::Tensor* keys);
-  // cos/sin of rotary pair i at `position` (table for trained positions, computed past it).
-  void RotaryCosSin(int64_t position, int64_t i, float* c, float* s) const;
-  // Shifted mode caches keys before rotary: a copy of the layer's live keys [1,H,n,d], each
-  // rotated at its slot index, as they are attended.
-  torch::Tensor KeysRotatedAtSlotsCpu(const LayerCache& lc) const;
-  // Rotates one head vector x[0..d) in place to `position` (NeoX half split on the first r dims).
-  void RotateHeadCpu(float* x, int64_t position) const;
   // What a layer's attention hands the policy, in slot order: keys as attended [B,H,n,d], the
   // rotated queries [B,H,m,d] and the statistics of AttentionNeeds (LayerView's probs, received).
   struct AttendedLayer {
@@ -135,15 +112,9 @@ class GptNeoxModel {
   torch::ScalarType compute_dtype_;
   torch::Device device_;
   torch::Tensor inv_freq_;  // [rotary_dims/2] float32
-  std::vector<float> inv_freq_host_;  // the same values, for the CPU decode path
-  std::vector<float> slot_cos_, slot_sin_;  // [position][r/2] rotary table (RotaryCosSin)
+  std::unique_ptr<const CpuAttention> cpu_attention_;  // the fused batch-1 float32 CPU kernels
   std::shared_ptr<SafetensorsFile> file_;  // keeps memory-mapped weights alive
   bool fused_cpu_attention_ = true;
 };
-
-// Parses "float32|float16|bfloat16" and "cpu|cuda|cuda:N" with clear errors.
-absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& text);
-absl::StatusOr<torch::Device> ParseDevice(const std::string& text);
-std::string DtypeName(torch::ScalarType dtype);
 
 }  // namespace kvgrid
