@@ -750,7 +750,8 @@ class ReportBuilder {
     md += RenderMarkdownTable(t);
     md += "\n";
     absl::StrAppend(&md, "_", absl::StrJoin(notes, "; "), ". Medians; Δ vs `full` in the same column's "
-                    "setting. Timing Δs with an interval are paired (same run, interleaved), "
+                    "setting. Timing Δs with an interval are paired: the run timed the full cache "
+                    "with the same settings (prefill chunk included) interleaved with the policy, "
                     "≈ = interval contains 0", unpaired ? "; ᵘ = unpaired (separate runs)" : "",
                     ". peak mem = process peak RSS on CPU, allocator peak on CUDA._\n\n");
     return md;
@@ -867,9 +868,10 @@ class ReportBuilder {
     if (base == nullptr) notes.push_back("no `full` baseline in this table, so no Δ column");
     if (paired_shown) {
       notes.push_back("Δ TTFT / Δ TPOT / Δ tok/s with an interval are paired: the run timed the "
-                      "full cache on the same prompt in the same process, interleaved repeat by "
-                      "repeat; geometric mean of the ratios with its 95 % t interval; ≈ marks an "
-                      "interval that contains 0 (no significant difference)");
+                      "full cache with the same settings (prefill chunk included) on the same "
+                      "prompt in the same process, interleaved repeat by repeat; geometric mean "
+                      "of the ratios with its 95 % t interval; ≈ marks an interval that contains "
+                      "0 (no significant difference)");
     }
     if (unpaired_shown) {
       notes.push_back("ᵘ unpaired: this Δ compares separately timed runs, so whatever the machine "
