@@ -70,6 +70,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   sopt.lease_ms = opt.lease_ms;
   sopt.heartbeat_ms = opt.heartbeat_ms;
   sopt.max_wait_ms = opt.max_wait_ms;
+  sopt.poll_ms = opt.poll_ms;
   sopt.log = opt.log;
   server->service_ = std::make_unique<CoordinatorService>(server->store_.get(), sopt);
 

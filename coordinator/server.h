@@ -31,6 +31,7 @@ struct CoordinatorOptions {
   int64_t lease_ms = 30000;
   int64_t heartbeat_ms = 5000;
   int64_t max_wait_ms = 10000;          // LeaseRun long-poll cap
+  int64_t poll_ms = 200;                // long-poll re-check interval besides new-work wake-ups
   int64_t expire_interval_ms = 0;       // 0: min(1000, lease_ms / 4)
   int64_t worker_gone_ms = 0;           // 0: 3 * lease_ms without a heartbeat -> "gone"
   std::function<void(const std::string&)> log;  // null: silent
