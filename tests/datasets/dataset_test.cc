@@ -56,6 +56,20 @@ TEST_F(DatasetTest, WikitextMatchesHuggingFaceRowsByteForByte) {
   EXPECT_EQ(text->substr(0, 24), "\n\n = Robert Boulter = \n\n");
 }
 
+TEST_F(DatasetTest, WikitextRowsFromAHandWrittenZip) {
+  // The zip's wiki.test.raw is a literal in fake_hub.py (WIKITEXT_FIXED_RAW), not built from
+  // kvgrid's rule; the expected text is Hugging Face's rows by hand: " \n" lines are empty rows,
+  // other lines keep their "\n", rows joined by "\n\n".
+  ::setenv("KVGRID_WIKITEXT_URL", (hub_->endpoint() + "/wikitext-fixed.zip").c_str(), 1);
+  auto text = LoadDatasetText(Request("wikitext-2-raw-v1"));
+  ASSERT_TRUE(text.ok()) << text.status();
+  const std::string expected =
+      std::string("") + "\n\n" + " = Title = \n" + "\n\n" + "" + "\n\n" + " Line one . \n" +
+      "\n\n" + " Line two @-@ b . \n" + "\n\n" + "" + "\n\n" + "" + "\n\n" +
+      " = = Part = = \n";
+  EXPECT_EQ(*text, expected);
+}
+
 TEST_F(DatasetTest, WikitextCacheLayoutAndChecksumSidecar) {
   auto path = EnsureDatasetCached(Request("wikitext-2-raw-v1"));
   ASSERT_TRUE(path.ok()) << path.status();

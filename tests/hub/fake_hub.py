@@ -46,6 +46,12 @@ LFS_SUFFIXES = (".safetensors", "tokenizer.json")
 PG19_BOOK_ID = "10146"
 
 
+# A wikitext-2-raw zip written by hand, independent of kvgrid's row rule: its expected joined
+# text (Hugging Face's rows — a blank line is "", any other line keeps its "\n" — joined by
+# "\n\n") is spelled out in tests/datasets/dataset_test.cc.
+WIKITEXT_FIXED_RAW = " \n = Title = \n \n Line one . \n Line two @-@ b . \n \n  \n = = Part = = \n"
+
+
 def wikitext_raw_from_joined(text):
     """Inverse of HF's rows: rows joined by "\\n\\n"; a row is "" or one line ending in "\\n"."""
     rows, p, n = [], 0, len(text)
@@ -192,6 +198,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/wikitext-2-raw-v1.zip":
             self.serve_bytes(self.server.wikitext_zip, "wikitext-2-raw-v1.zip", head)
             return
+        if path == "/wikitext-fixed.zip":
+            self.serve_bytes(self.server.wikitext_fixed_zip, "wikitext-fixed.zip", head)
+            return
         if path.startswith("/pg19/"):
             if path == f"/pg19/test/{PG19_BOOK_ID}.txt":
                 self.serve_bytes(self.server.pg19, f"{PG19_BOOK_ID}.txt", head,
@@ -302,6 +311,12 @@ def main():
     server.blobs = {hashlib.sha256(d).hexdigest(): (n, d) for n, d in files.items()
                     if n.endswith(LFS_SUFFIXES)}
     server.wikitext_zip = buf.getvalue()
+    fixed = io.BytesIO()
+    with zipfile.ZipFile(fixed, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("wikitext-2-raw/wiki.test.raw", WIKITEXT_FIXED_RAW.encode("utf-8"))
+        z.writestr("wikitext-2-raw/wiki.valid.raw", " \n")
+        z.writestr("wikitext-2-raw/wiki.train.raw", " \n")
+    server.wikitext_fixed_zip = fixed.getvalue()
     server.pg19 = pg19_book()
 
     parent = os.getppid()
