@@ -42,6 +42,43 @@ torch::Tensor MappedTensor(const std::shared_ptr<SafetensorsFile>& file, const S
                           torch::TensorOptions().dtype(ToTorch(info.dtype)));
 }
 
+// t [1,H,...,n] on the CPU with the slot axis last, reordered into logical order (slot
+// lc.order[h][i] -> index i) with plain loops: per-step policies read their statistics and
+// positions this way after every layer of every decode step.
+template <typename T>
+torch::Tensor ReorderSlotAxisTyped(const torch::Tensor& t, const LayerCache& lc) {
+  const torch::Tensor src = t.contiguous();
+  torch::Tensor out = torch::empty_like(src);
+  const int64_t H = src.size(1), n = src.size(-1), rows = src.numel() / std::max<int64_t>(H * n, 1);
+  const T* s = src.data_ptr<T>();
+  T* o = out.data_ptr<T>();
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t* order = lc.order[h].data();
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t base = (h * rows + r) * n;
+      for (int64_t i = 0; i < n; ++i) o[base + i] = s[base + order[i]];
+    }
+  }
+  return out;
+}
+
+torch::Tensor ReorderSlotAxisCpu(const torch::Tensor& t, const LayerCache& lc) {
+  switch (t.scalar_type()) {
+    case torch::kFloat: return ReorderSlotAxisTyped<float>(t, lc);
+    case torch::kDouble: return ReorderSlotAxisTyped<double>(t, lc);
+    case torch::kLong: return ReorderSlotAxisTyped<int64_t>(t, lc);
+    default: break;
+  }
+  torch::Tensor order = torch::empty({1, t.size(1), t.size(-1)}, torch::kInt64);
+  for (int64_t h = 0; h < t.size(1); ++h) {
+    std::copy(lc.order[h].begin(), lc.order[h].end(), order.data_ptr<int64_t>() + h * t.size(-1));
+  }
+  std::vector<int64_t> view_shape(t.dim(), 1);
+  view_shape[1] = t.size(1);
+  view_shape.back() = t.size(-1);
+  return t.gather(t.dim() - 1, order.view(view_shape).expand(t.sizes()));
+}
+
 double NowMs() {
   return std::chrono::duration<double, std::milli>(
              std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -233,9 +270,13 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
     return;
   }
   // Policies see their entries oldest first (logical order), whatever slots they occupy.
-  const torch::Tensor order = cache.LogicalOrder(layer);  // undefined: slots are in order
+  torch::Tensor order;  // [1,H,n] slot of each logical index, built only if a gather needs it
   auto logical = [&](const torch::Tensor& t, int64_t dim) -> torch::Tensor {
-    if (!order.defined() || !t.defined()) return t;
+    if (lc.in_order() || !t.defined()) return t;
+    if (dim == t.dim() - 1 && t.device().is_cpu() && t.size(0) == 1) {
+      return ReorderSlotAxisCpu(t, lc);  // statistics and positions: plain loops, every step
+    }
+    if (!order.defined()) order = cache.LogicalOrder(layer);
     std::vector<int64_t> shape = t.sizes().vec();
     torch::Tensor index = order;
     if (dim == 2 && t.dim() == 4) index = order.unsqueeze(-1);
@@ -252,7 +293,7 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
   view.prompt_length = req.prompt_length;
   view.phase = req.phase;
   view.keys = key_values ? logical(attended.keys, 2) : attended.keys;
-  view.values = order.defined() ? torch::Tensor() : lc.V();
+  view.values = lc.in_order() ? lc.V() : torch::Tensor();
   view.new_keys = lc.K().narrow(2, n - view.new_tokens, view.new_tokens);  // appended last
   view.queries = attended.queries;
   view.probs = logical(attended.probs, 3);
