@@ -31,35 +31,23 @@ class H2oPolicy : public KvPolicy {
   AttentionNeeds attention_needs() const override { return {.received = true}; }
 
   void Reset(int64_t num_layers) override {
-    scores_.assign(num_layers, {});
-    held_.assign(num_layers, 0);
+    scores_.Reset(num_layers);
     resolved_ = false;
   }
 
   // Plain loops over [H, n] doubles: this runs after every layer of every decode step.
   torch::Tensor SelectKeep(const LayerView& view) override {
     RequireSingleSequence(view, name());
-    if (static_cast<int64_t>(scores_.size()) != view.num_layers) Reset(view.num_layers);
+    if (!scores_.SizedFor(view.num_layers)) Reset(view.num_layers);
     ResolveBudgets(view.prompt_length);
 
-    const int64_t n = view.n, m = view.new_tokens;
+    const int64_t n = view.n;
     const torch::Tensor received =
         AttentionReceived(view).to(torch::kCPU, torch::kDouble).contiguous();  // [1,H,n]
     const double* recv = received.data_ptr<double>();
     const int64_t H = received.size(1);
-    std::vector<double>& acc = scores_.at(view.layer);  // [H, held], then [H, n]
-    int64_t& held = held_.at(view.layer);
-    TORCH_CHECK(held == n - m, "h2o: layer ", view.layer, " held ", n - m,
-                " entries before this forward but the policy scored ", held,
-                "; call Reset() at the start of every sequence");
-    std::vector<double> grown(H * n);
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t j = 0; j < n; ++j) {
-        grown[h * n + j] = recv[h * n + j] + (j < held ? acc[h * held + j] : 0.0);
-      }
-    }
-    acc.swap(grown);
-    held = n;
+    double* acc = scores_.Grow(view, H, name());  // [H, n]
+    for (int64_t i = 0; i < H * n; ++i) acc[i] += recv[i];
     if (n <= heavy_ + recent_) return {};
     // Keep the `heavy` best-scored of the older slots and every one of the last `recent`.
     const int64_t k = heavy_ + recent_;
@@ -67,13 +55,10 @@ class H2oPolicy : public KvPolicy {
     int64_t* kept = keep.data_ptr<int64_t>();
     for (int64_t h = 0; h < H; ++h) {
       int64_t* row = kept + h * k;
-      TopKAscendingRow(acc.data() + h * n, n - recent_, heavy_, row);
+      TopKAscendingRow(acc + h * n, n - recent_, heavy_, row);
       for (int64_t j = 0; j < recent_; ++j) row[heavy_ + j] = n - recent_ + j;
-      double* scores = acc.data() + h * k;  // compacted in place: kept[j] >= j
-      for (int64_t j = 0; j < k; ++j) scores[j] = acc[h * n + row[j]];
     }
-    acc.resize(H * k);
-    held = k;
+    scores_.Keep(view.layer, kept, k);
     return keep.to(view.received.defined() ? view.received.device() : view.probs.device());
   }
 
@@ -90,8 +75,7 @@ class H2oPolicy : public KvPolicy {
   double heavy_ratio_, recent_ratio_;
   int64_t heavy_, recent_;
   bool resolved_ = false;
-  std::vector<std::vector<double>> scores_;  // per layer [H, held] row-major
-  std::vector<int64_t> held_;                 // per layer: entries scored
+  HeldScores scores_;  // accumulated attention of every held entry
 };
 
 }  // namespace

@@ -27,48 +27,29 @@ class KnormPolicy : public KvPolicy {
   std::string name() const override { return "knorm"; }
   bool NeedsKeyValues() const override { return false; }  // reads new_keys only
 
-  void Reset(int64_t num_layers) override {
-    norms_.assign(num_layers, {});
-    held_.assign(num_layers, 0);
-  }
+  void Reset(int64_t num_layers) override { norms_.Reset(num_layers); }
 
   torch::Tensor SelectKeep(const LayerView& view) override {
     RequireSingleSequence(view, name());
     if (skip_.count(view.layer)) return {};
-    if (static_cast<int64_t>(norms_.size()) != view.num_layers) Reset(view.num_layers);
+    if (!norms_.SizedFor(view.num_layers)) Reset(view.num_layers);
     // A key's norm never changes (rotation keeps it), so each entry's is computed once, when it
-    // arrives, and kept beside the cache in logical order: [H, held] row-major.
+    // arrives, and kept beside the cache in logical order.
     const int64_t n = view.n, m = view.new_tokens;
-    std::vector<double>& norms = norms_.at(view.layer);
-    int64_t& held = held_.at(view.layer);
-    TORCH_CHECK(held == n - m, "knorm: layer ", view.layer, " held ", n - m,
-                " entries before this forward but the policy scored ", held,
-                "; call Reset() at the start of every sequence");
     const torch::Tensor new_keys = NewKeys(view);
     const torch::Tensor fresh = new_keys.to(torch::kFloat).norm(2, -1).neg()
                                     .to(torch::kCPU, torch::kDouble).contiguous();  // [1,H,m]
     const double* f = fresh.data_ptr<double>();
     const int64_t H = fresh.size(1);
-    std::vector<double> grown(H * n);
-    for (int64_t h = 0; h < H; ++h) {
-      std::copy(norms.begin() + h * held, norms.begin() + (h + 1) * held, grown.begin() + h * n);
-      std::copy(f + h * m, f + (h + 1) * m, grown.begin() + h * n + held);
-    }
-    norms.swap(grown);
-    held = n;
+    double* norms = norms_.Grow(view, H, name());  // [H, n], the last m new
+    for (int64_t h = 0; h < H; ++h) std::copy(f + h * m, f + (h + 1) * m, norms + h * n + n - m);
     if (n < prune_after_) return {};
     const int64_t k = std::max<int64_t>(1, ratio_ ? CeilRatio(n, keep_ratio_) : budget_);
     if (k >= n) return {};
     torch::Tensor keep = torch::empty({1, H, k}, torch::kInt64);
     int64_t* kept = keep.data_ptr<int64_t>();
-    for (int64_t h = 0; h < H; ++h) {
-      int64_t* row = kept + h * k;
-      TopKAscendingRow(norms.data() + h * n, n, k, row);
-      double* scores = norms.data() + h * k;  // compacted in place: row[j] >= j
-      for (int64_t j = 0; j < k; ++j) scores[j] = norms[h * n + row[j]];
-    }
-    norms.resize(H * k);
-    held = k;
+    for (int64_t h = 0; h < H; ++h) TopKAscendingRow(norms + h * n, n, k, kept + h * k);
+    norms_.Keep(view.layer, kept, k);
     return keep.to(new_keys.device());
   }
 
@@ -78,8 +59,7 @@ class KnormPolicy : public KvPolicy {
   int64_t budget_;
   int64_t prune_after_;
   std::set<int64_t> skip_;
-  std::vector<std::vector<double>> norms_;  // per layer: -||k|| of each held entry, [H, held]
-  std::vector<int64_t> held_;
+  HeldScores norms_;  // -||k|| of every held entry
 };
 
 }  // namespace

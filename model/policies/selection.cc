@@ -134,6 +134,38 @@ torch::Tensor TopKAscending(const torch::Tensor& scores, int64_t k) {
   return std::get<0>(top.sort(/*dim=*/-1));
 }
 
+void HeldScores::Reset(int64_t num_layers) {
+  scores_.assign(num_layers, {});
+  held_.assign(num_layers, 0);
+}
+
+double* HeldScores::Grow(const LayerView& view, int64_t heads, const std::string& policy) {
+  const int64_t n = view.n, m = view.new_tokens;
+  std::vector<double>& scores = scores_.at(view.layer);
+  int64_t& held = held_.at(view.layer);
+  TORCH_CHECK(held == n - m, policy, ": layer ", view.layer, " held ", n - m,
+              " entries before this forward but the policy scored ", held,
+              "; call Reset() at the start of every sequence");
+  std::vector<double> grown(heads * n, 0.0);
+  for (int64_t h = 0; h < heads; ++h) {
+    std::copy(scores.begin() + h * held, scores.begin() + (h + 1) * held, grown.begin() + h * n);
+  }
+  scores.swap(grown);
+  held = n;
+  return scores.data();
+}
+
+void HeldScores::Keep(int64_t layer, const int64_t* kept, int64_t k) {
+  std::vector<double>& scores = scores_.at(layer);
+  int64_t& held = held_.at(layer);
+  const int64_t heads = held == 0 ? 0 : static_cast<int64_t>(scores.size()) / held;
+  for (int64_t h = 0; h < heads; ++h) {  // in place: kept[h * k + j] >= j, and h * k <= h * held
+    for (int64_t j = 0; j < k; ++j) scores[h * k + j] = scores[h * held + kept[h * k + j]];
+  }
+  scores.resize(heads * k);
+  held = k;
+}
+
 torch::Tensor TopKPlusTail(const torch::Tensor& prefix_scores, int64_t k, int64_t n) {
   const int64_t p = prefix_scores.size(-1);
   TORCH_CHECK(p <= n, "top-k + tail: prefix ", p, " longer than the cache ", n);

@@ -59,6 +59,26 @@ torch::Tensor TopKAscending(const torch::Tensor& scores, int64_t k);
 // The same rule on one row of plain numbers: out[0..k) = the kept slots, ascending.
 void TopKAscendingRow(const double* scores, int64_t n, int64_t k, int64_t* out);
 
+// Scores a per-step policy keeps beside the cache, one per held entry of a layer in logical
+// order ([H, held] row-major doubles): grown by each forward's m new entries, compacted to the
+// kept ones. Per-step policies rely on seeing every forward of a sequence (Reset() between).
+class HeldScores {
+ public:
+  void Reset(int64_t num_layers);
+  bool SizedFor(int64_t num_layers) const {
+    return static_cast<int64_t>(held_.size()) == num_layers;
+  }
+  // Checks the layer held view.n - view.new_tokens entries, grows every head's row to view.n
+  // (the new entries' scores 0) and returns the [H, n] scores.
+  double* Grow(const LayerView& view, int64_t heads, const std::string& policy);
+  // Keeps kept[h * k + j], j < k (ascending logical indices), of every head.
+  void Keep(int64_t layer, const int64_t* kept, int64_t k);
+
+ private:
+  std::vector<std::vector<double>> scores_;
+  std::vector<int64_t> held_;
+};
+
 // Top-k over the scored prefix (slots [0, p), p = prefix_scores.size(-1)) plus every slot of the
 // protected tail [p, n). Returns [..., k + n - p] ascending.
 torch::Tensor TopKPlusTail(const torch::Tensor& prefix_scores, int64_t k, int64_t n);
