@@ -166,25 +166,13 @@ void KvCache::KeepReusingSlots(LayerCache& lc, int64_t h, const int64_t* kept, i
   const int64_t n = lc.length;
   std::vector<int64_t>& order = lc.order[h];
   if (k == n - 1) {
-    // One eviction (per-step policies): logical index e goes; the entry in slot n - 1 (if it
-    // stays) takes e's slot; only ranks from e on change.
+    // One eviction (per-step policies): the range [e, e + 1) of this head.
     int64_t e = 0;
     while (e < k && kept[e] == e) ++e;
     for (int64_t j = e; j < k; ++j) {
       TORCH_CHECK(kept[j] == j + 1, "KV cache: kept entries must be ascending logical indices in [0, ", n, ")");
     }
-    std::vector<int64_t>& rank = lc.rank[h];
-    const int64_t hole = order[e];
-    int64_t mover = -1;  // logical index of the entry in the last slot, when it moves
-    if (hole != n - 1) {
-      mover = rank[n - 1];
-      MoveRow(lc, h, n - 1, hole);
-      order[mover] = hole;
-    }
-    order.erase(order.begin() + e);
-    rank.resize(k);  // drops slot n - 1, now free
-    for (int64_t j = e; j < k; ++j) rank[order[j]] = j;
-    if (mover >= 0 && mover < e) rank[hole] = mover;  // older than e: its index is unchanged
+    EvictFromHead(lc, h, e, e + 1);
     return;
   }
   std::vector<int64_t>& slots = scratch_slots_;
@@ -213,6 +201,31 @@ void KvCache::KeepReusingSlots(LayerCache& lc, int64_t h, const int64_t* kept, i
     order[j] = slots[j] >= k ? remap[slots[j]] : slots[j];
     rank[order[j]] = j;
   }
+}
+
+// Only live entries in slots >= k (k = entries left) move, each into a slot freed below k: the
+// work is O(evicted) row moves plus renumbering the ranks from `begin` on.
+void KvCache::EvictFromHead(LayerCache& lc, int64_t h, int64_t begin, int64_t end) {
+  const int64_t n = lc.length, k = n - (end - begin);
+  std::vector<int64_t>& order = lc.order[h];
+  std::vector<int64_t>& rank = lc.rank[h];
+  std::vector<int64_t>& holes = scratch_holes_;
+  holes.clear();
+  for (int64_t i = begin; i < end; ++i) {
+    if (order[i] < k) holes.push_back(order[i]);
+  }
+  size_t next = 0;
+  for (int64_t s = k; s < n; ++s) {
+    const int64_t logical = rank[s];
+    if (logical >= begin && logical < end) continue;  // evicted
+    const int64_t hole = holes[next++];
+    MoveRow(lc, h, s, hole);
+    order[logical] = hole;
+    if (logical < begin) rank[hole] = logical;  // older than the range: its index is unchanged
+  }
+  order.erase(order.begin() + begin, order.begin() + end);
+  rank.resize(k);  // slots >= k are free now
+  for (int64_t j = begin; j < k; ++j) rank[order[j]] = j;
 }
 
 void KvCache::MaterialiseOrder(LayerCache& lc) {
@@ -257,29 +270,10 @@ void KvCache::EvictRange(int64_t layer, int64_t begin, int64_t end) {
   if (begin == end) return;
   const int64_t evicted = end - begin, k = n - evicted;
   if (slot_reuse_) {
-    // Every head loses the same logical range. Only live entries in slots >= k move, each into
-    // a slot freed below k (the ring buffer: the newest entry takes the oldest window entry's
-    // slot); the work is O(evicted) moves plus one pass to renumber.
+    // Every head loses the same logical range (the ring buffer: the newest entry takes the
+    // oldest window entry's slot).
     MaterialiseOrder(lc);
-    std::vector<int64_t>& holes = scratch_slots_;
-    for (int64_t h = 0; h < heads_; ++h) {
-      std::vector<int64_t>& order = lc.order[h];
-      std::vector<int64_t>& rank = lc.rank[h];
-      holes.clear();
-      for (int64_t i = begin; i < end; ++i) {
-        if (order[i] < k) holes.push_back(order[i]);
-      }
-      size_t next = 0;
-      for (int64_t s = k; s < n; ++s) {
-        const int64_t logical = rank[s];
-        if (logical >= begin && logical < end) continue;  // evicted
-        MoveRow(lc, h, s, holes[next]);
-        order[logical] = holes[next++];
-      }
-      order.erase(order.begin() + begin, order.begin() + end);
-      rank.resize(k);
-      for (int64_t j = 0; j < k; ++j) rank[order[j]] = j;
-    }
+    for (int64_t h = 0; h < heads_; ++h) EvictFromHead(lc, h, begin, end);
     FinishKeep(lc, k);
     return;
   }

@@ -112,6 +112,8 @@ class KvCache {
   // Slot reuse bookkeeping: identity order/rank for a layer still in logical order; after a
   // keep, the new live length (the bookkeeping is dropped when it is the identity again).
   void MaterialiseOrder(LayerCache& lc);
+  // Slot reuse: head h loses the logical indices [begin, end) (its order and rank updated).
+  void EvictFromHead(LayerCache& lc, int64_t h, int64_t begin, int64_t end);
   void FinishKeep(LayerCache& lc, int64_t k);
   void MoveRow(LayerCache& lc, int64_t h, int64_t from, int64_t to);
   void AppendOrder(LayerCache& lc, int64_t m);
@@ -127,6 +129,7 @@ class KvCache {
   bool slot_reuse_ = false;
   int64_t peak_bytes_ = 0;
   std::vector<int64_t> scratch_slots_, scratch_remap_;  // KeepReusingSlots, no per-call malloc
+  std::vector<int64_t> scratch_holes_;                  // EvictFromHead
   std::vector<char> scratch_kept_;
 };
 
