@@ -62,21 +62,19 @@ torch::Tensor ReorderSlotAxisTyped(const torch::Tensor& t, const LayerCache& lc)
   return out;
 }
 
+// The dtypes ReorderSlotAxisCpu handles (every statistic and position a view carries).
+bool ReordersWithPlainLoops(const torch::Tensor& t) {
+  const auto d = t.scalar_type();
+  return t.device().is_cpu() && t.size(0) == 1 &&
+         (d == torch::kFloat || d == torch::kDouble || d == torch::kLong);
+}
+
 torch::Tensor ReorderSlotAxisCpu(const torch::Tensor& t, const LayerCache& lc) {
   switch (t.scalar_type()) {
     case torch::kFloat: return ReorderSlotAxisTyped<float>(t, lc);
     case torch::kDouble: return ReorderSlotAxisTyped<double>(t, lc);
-    case torch::kLong: return ReorderSlotAxisTyped<int64_t>(t, lc);
-    default: break;
+    default: return ReorderSlotAxisTyped<int64_t>(t, lc);  // kLong (ReordersWithPlainLoops)
   }
-  torch::Tensor order = torch::empty({1, t.size(1), t.size(-1)}, torch::kInt64);
-  for (int64_t h = 0; h < t.size(1); ++h) {
-    std::copy(lc.order[h].begin(), lc.order[h].end(), order.data_ptr<int64_t>() + h * t.size(-1));
-  }
-  std::vector<int64_t> view_shape(t.dim(), 1);
-  view_shape[1] = t.size(1);
-  view_shape.back() = t.size(-1);
-  return t.gather(t.dim() - 1, order.view(view_shape).expand(t.sizes()));
 }
 
 double NowMs() {
@@ -273,7 +271,7 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
   torch::Tensor order;  // [1,H,n] slot of each logical index, built only if a gather needs it
   auto logical = [&](const torch::Tensor& t, int64_t dim) -> torch::Tensor {
     if (lc.in_order() || !t.defined()) return t;
-    if (dim == t.dim() - 1 && t.device().is_cpu() && t.size(0) == 1) {
+    if (dim == t.dim() - 1 && ReordersWithPlainLoops(t)) {
       return ReorderSlotAxisCpu(t, lc);  // statistics and positions: plain loops, every step
     }
     if (!order.defined()) order = cache.LogicalOrder(layer);
