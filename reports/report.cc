@@ -421,6 +421,24 @@ std::optional<double> Central(const Summary& s) {
 
 std::string PolicyCell(const Row& row) { return absl::StrCat("`", row.key.policy, "`"); }
 
+// A timing Δ cell (what: ttft, tpot, throughput): the row's paired Δ with its interval when its
+// run measured one, else the change of `central` vs `base`, marked ᵘ (unpaired) on a policy row.
+// Sets *paired / *unpaired when it shows one.
+std::string TimingDeltaCell(const Row& r, const std::string& what, const Row* base,
+                            const std::function<std::optional<double>(const Row&)>& central,
+                            bool* paired, bool* unpaired) {
+  if (auto d = PairedOf(r.runs, what)) {
+    *paired = true;
+    return FormatPairedDelta(*d);
+  }
+  std::string cell = base ? FormatDelta(central(r), central(*base)) : std::string();
+  if (!cell.empty() && r.key.policy_name != "full") {
+    *unpaired = true;
+    cell += " ᵘ";
+  }
+  return cell;
+}
+
 // A table's baseline: its `full` row, preferring original positions, then the unchunked prompt.
 const Row* BaselineRow(const Group& grp) {
   const Row* base = nullptr;
@@ -721,17 +739,11 @@ class ReportBuilder {
       if (gen) {
         const Row* r = find(gen, k);
         const Row* base = BaselineRow(*gen);
+        bool paired = false;
         auto timing = [&](const std::string& what, const std::function<std::optional<double>(const Row&)>& f) {
           const std::optional<double> v = r ? f(*r) : std::nullopt;
           row.push_back(v ? Fmt(*v) : "");
-          if (r == nullptr) return row.push_back("");
-          if (auto d = PairedOf(r->runs, what)) return row.push_back(FormatPairedDelta(*d));
-          std::string cell = delta(v, base, f);
-          if (!cell.empty() && k.policy_name != "full") {
-            cell += " ᵘ";
-            unpaired = true;
-          }
-          row.push_back(cell);
+          row.push_back(r ? TimingDeltaCell(*r, what, base, f, &paired, &unpaired) : "");
         };
         timing("ttft", metric("ttft_ms"));
         timing("tpot", metric("tpot_ms"));
@@ -772,21 +784,10 @@ class ReportBuilder {
     auto ttft = [](const Row& r) { return Central(MetricSummary(r, "ttft_ms")); };
     auto tpot = [](const Row& r) { return Central(MetricSummary(r, "tpot_ms")); };
     auto kv = [](const Row& r) { return Central(MetricSummary(r, "kv_bytes_peak")); };
-    // Timing Δs: paired against `full` inside the row's own run when it measured that (with a
-    // 95 % interval); otherwise the change between separate runs, marked as such.
     bool paired_shown = false, unpaired_shown = false;
     auto DeltaCell = [&](const Row& r, const std::string& what,
                          const std::function<std::optional<double>(const Row&)>& central) {
-      if (auto d = PairedOf(r.runs, what)) {
-        paired_shown = true;
-        return FormatPairedDelta(*d);
-      }
-      std::string cell = FormatDelta(central(r), base_of(central));
-      if (!cell.empty() && r.key.policy_name != "full") {
-        unpaired_shown = true;
-        cell += " ᵘ";
-      }
-      return cell;
+      return TimingDeltaCell(r, what, base, central, &paired_shown, &unpaired_shown);
     };
     std::vector<Column> cols = {
         {"policy", Align::kLeft, PolicyCell, true},
