@@ -16,7 +16,7 @@
 #include "model/engine/dtype_device.h"
 #include "model/engine/kv_cache.h"
 #include "model/engine/kv_policy.h"
-#include "model/safetensors.h"
+#include "model/checkpoint/safetensors.h"
 
 namespace kvgrid {
 

@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "model/config.h"
-#include "model/safetensors.h"
+#include "model/checkpoint/safetensors.h"
 
 namespace kvgrid {
 namespace {

@@ -22,7 +22,7 @@
 
 #include "model/engine/gpt_neox.h"
 #include "model/policy_spec.h"
-#include "model/safetensors.h"
+#include "model/checkpoint/safetensors.h"
 #include "common/paired_delta.h"
 #include "worker/workloads/generation_timing.h"
 #include "worker/workloads/perplexity.h"

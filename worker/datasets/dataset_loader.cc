@@ -2,7 +2,6 @@
 
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zip.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +16,7 @@
 #include "common/atomic_file.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "common/zip_archive.h"
 
 namespace kvgrid {
 namespace {
@@ -107,55 +107,10 @@ std::string UnknownDatasetMessage(const std::string& name) {
                       " (or set path to read a local text file)");
 }
 
-// Reads one member of a zip archive (libzip). Errors name the archive and the member.
+// Reads one member of a zip archive. Errors name the archive and the member.
 absl::StatusOr<std::string> ReadZipMember(const std::string& zip_path, const std::string& member) {
-  int err = 0;
-  zip_t* za = zip_open(zip_path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &err);
-  if (za == nullptr) {
-    zip_error_t ze;
-    zip_error_init_with_code(&ze, err);
-    std::string msg = absl::StrCat("cannot open zip archive ", zip_path, ": ",
-                                   zip_error_strerror(&ze));
-    zip_error_fini(&ze);
-    return absl::DataLossError(msg);
-  }
-  std::string out;
-  absl::Status status;
-  zip_int64_t index = zip_name_locate(za, member.c_str(), 0);
-  zip_stat_t st;
-  zip_stat_init(&st);
-  if (index < 0) {
-    status = absl::NotFoundError(absl::StrCat("zip archive ", zip_path, " has no member ", member));
-  } else if (zip_stat_index(za, static_cast<zip_uint64_t>(index), 0, &st) != 0 ||
-             !(st.valid & ZIP_STAT_SIZE)) {
-    status = absl::DataLossError(absl::StrCat("cannot stat ", member, " in ", zip_path, ": ",
-                                              zip_strerror(za)));
-  } else if (st.size > (uint64_t{1} << 32)) {
-    status = absl::ResourceExhaustedError(
-        absl::StrCat(member, " in ", zip_path, " is too large (", st.size, " bytes)"));
-  } else {
-    zip_file_t* zf = zip_fopen_index(za, static_cast<zip_uint64_t>(index), 0);
-    if (zf == nullptr) {
-      status = absl::DataLossError(absl::StrCat("cannot open ", member, " in ", zip_path, ": ",
-                                                zip_strerror(za)));
-    } else {
-      out.resize(st.size);
-      zip_uint64_t got = 0;
-      while (got < st.size) {
-        zip_int64_t n = zip_fread(zf, &out[got], st.size - got);
-        if (n <= 0) break;
-        got += static_cast<zip_uint64_t>(n);
-      }
-      if (got != st.size) {
-        status = absl::DataLossError(absl::StrCat("cannot read ", member, " in ", zip_path, ": ",
-                                                  zip_file_strerror(zf)));
-      }
-      zip_fclose(zf);  // checks the CRC
-    }
-  }
-  zip_discard(za);
-  if (!status.ok()) return status;
-  return out;
+  ASSIGN_OR_RETURN(auto archive, ZipArchive::Open(zip_path));
+  return archive->Read(member, uint64_t{1} << 32);
 }
 
 std::string SidecarPath(const std::string& file) { return file + ".sha256"; }
