@@ -14,33 +14,10 @@
 #include "common/status_macros.h"
 #include "model/engine/cpu_attention.h"
 #include "model/engine/cpu_gemv.h"
+#include "model/engine/weight_reader.h"
 
 namespace kvgrid {
 namespace {
-
-torch::ScalarType ToTorch(StDtype d) {
-  switch (d) {
-    case StDtype::kF32: return torch::kFloat32;
-    case StDtype::kF16: return torch::kFloat16;
-    case StDtype::kBF16: return torch::kBFloat16;
-    case StDtype::kF64: return torch::kFloat64;
-    case StDtype::kI64: return torch::kInt64;
-    case StDtype::kI32: return torch::kInt32;
-    case StDtype::kI16: return torch::kInt16;
-    case StDtype::kI8: return torch::kInt8;
-    case StDtype::kU8: return torch::kUInt8;
-    case StDtype::kBool: return torch::kBool;
-  }
-  return torch::kFloat32;
-}
-
-// Wraps a tensor of the mapped file without copying; the mapping outlives the tensor.
-torch::Tensor MappedTensor(const std::shared_ptr<SafetensorsFile>& file, const StTensorInfo& info) {
-  void* ptr = const_cast<void*>(file->DataOf(info));
-  auto keep_alive = file;
-  return torch::from_blob(ptr, info.shape, [keep_alive](void*) {},
-                          torch::TensorOptions().dtype(ToTorch(info.dtype)));
-}
 
 // t [1,H,...,n] on the CPU with the slot axis last, reordered into logical order (slot
 // lc.order[h][i] -> index i) with plain loops: per-step policies read their statistics and
@@ -85,9 +62,9 @@ double NowMs() {
 }  // namespace
 
 GptNeoxModel::GptNeoxModel(ModelConfig config, ModelWeights weights, torch::ScalarType dtype,
-                           torch::Device device, std::shared_ptr<SafetensorsFile> file)
+                           torch::Device device, std::shared_ptr<const Checkpoint> checkpoint)
     : config_(std::move(config)), w_(std::move(weights)), dtype_(dtype), device_(device),
-      file_(std::move(file)) {
+      checkpoint_(std::move(checkpoint)) {
   // CPU LibTorch 1.13 has no float16 GEMM: 16-bit weights are stored in 16 bits and computed in
   // float32 on CPU (bfloat16 computes natively). On CUDA everything runs in the model dtype.
   compute_dtype_ = (dtype == torch::kFloat16 && device.is_cpu()) ? torch::kFloat32 : dtype;
@@ -106,33 +83,36 @@ absl::StatusOr<std::unique_ptr<GptNeoxModel>> GptNeoxModel::Load(const std::stri
                                                                  torch::ScalarType dtype,
                                                                  torch::Device device) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir + "/config.json"));
-  ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/model.safetensors"));
-  return FromSafetensors(config, std::move(file), dtype, device);
+  ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(dir));
+  return FromCheckpoint(config, std::move(checkpoint), dtype, device);
 }
 
-absl::StatusOr<std::unique_ptr<GptNeoxModel>> GptNeoxModel::FromSafetensors(
-    const ModelConfig& c, std::shared_ptr<SafetensorsFile> file, torch::ScalarType dtype,
+absl::StatusOr<std::unique_ptr<GptNeoxModel>> GptNeoxModel::FromCheckpoint(
+    const ModelConfig& c, std::shared_ptr<const Checkpoint> checkpoint, torch::ScalarType dtype,
     torch::Device device) {
   const int64_t h = c.hidden_size, V = c.vocab_size, I = c.intermediate_size;
+  WeightReader reader(checkpoint);
   auto get = [&](const std::string& name, std::vector<int64_t> shape) -> absl::StatusOr<torch::Tensor> {
-    const StTensorInfo* info = file->Find(name);
+    const CheckpointTensor* info = checkpoint->Find(name);
     if (info == nullptr) {
-      return absl::NotFoundError(absl::StrCat(file->path(), ": missing tensor '", name, "'"));
+      return absl::NotFoundError(absl::StrCat(checkpoint->source(), ": missing tensor '", name, "'"));
     }
     if (info->shape != shape) {
       std::string want, got;
       for (auto d : shape) absl::StrAppend(&want, want.empty() ? "" : ",", d);
       for (auto d : info->shape) absl::StrAppend(&got, got.empty() ? "" : ",", d);
-      return absl::InvalidArgumentError(absl::StrCat(file->path(), ": tensor '", name, "' has shape [",
+      return absl::InvalidArgumentError(absl::StrCat(info->file(), ": tensor '", name, "' has shape [",
                                                      got, "], config.json implies [", want, "]"));
     }
     if (info->dtype != StDtype::kF32 && info->dtype != StDtype::kF16 && info->dtype != StDtype::kBF16) {
-      return absl::InvalidArgumentError(absl::StrCat(file->path(), ": tensor '", name, "' has dtype ",
+      return absl::InvalidArgumentError(absl::StrCat(info->file(), ": tensor '", name, "' has dtype ",
                                                      StDtypeName(info->dtype), "; expected F32, F16 or BF16"));
     }
-    torch::Tensor t = MappedTensor(file, *info);
-    if (t.scalar_type() == dtype && device.is_cpu()) return t;  // zero-copy: stays memory-mapped
-    return t.to(device, dtype);
+    ASSIGN_OR_RETURN(torch::Tensor t, reader.Read(*info));
+    // Same dtype on the CPU: safetensors stay memory-mapped (zero-copy), torch.save storages are
+    // used as read (contiguous() copies only a strided view).
+    if (t.scalar_type() == dtype && device.is_cpu()) return t.contiguous();
+    return t.to(device, dtype).contiguous();
   };
   ModelWeights w;
   try {
@@ -158,15 +138,15 @@ absl::StatusOr<std::unique_ptr<GptNeoxModel>> GptNeoxModel::FromSafetensors(
     }
     ASSIGN_OR_RETURN(w.final_ln_w, get("gpt_neox.final_layer_norm.weight", {h}));
     ASSIGN_OR_RETURN(w.final_ln_b, get("gpt_neox.final_layer_norm.bias", {h}));
-    if (c.tie_word_embeddings && file->Find("embed_out.weight") == nullptr) {
+    if (c.tie_word_embeddings && checkpoint->Find("embed_out.weight") == nullptr) {
       w.lm_head = w.embed;
     } else {
       ASSIGN_OR_RETURN(w.lm_head, get("embed_out.weight", {V, h}));
     }
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(file->path(), ": loading weights failed: ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat(checkpoint->source(), ": loading weights failed: ", e.what_without_backtrace()));
   }
-  return std::unique_ptr<GptNeoxModel>(new GptNeoxModel(c, std::move(w), dtype, device, std::move(file)));
+  return std::unique_ptr<GptNeoxModel>(new GptNeoxModel(c, std::move(w), dtype, device, std::move(checkpoint)));
 }
 
 int64_t GptNeoxModel::ParameterBytes() const {

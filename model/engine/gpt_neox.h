@@ -16,7 +16,7 @@
 #include "model/engine/dtype_device.h"
 #include "model/engine/kv_cache.h"
 #include "model/engine/kv_policy.h"
-#include "model/checkpoint/safetensors.h"
+#include "model/checkpoint/checkpoint.h"
 
 namespace kvgrid {
 
@@ -59,12 +59,13 @@ struct ForwardOutput {
 
 class GptNeoxModel {
  public:
-  // Loads a Hugging Face model directory (config.json + model.safetensors).
+  // Loads a Hugging Face model directory: config.json and the weights in any form
+  // model/checkpoint/checkpoint.h reads (safetensors, pytorch_model.bin, either sharded).
   static absl::StatusOr<std::unique_ptr<GptNeoxModel>> Load(const std::string& dir,
                                                             torch::ScalarType dtype,
                                                             torch::Device device);
-  static absl::StatusOr<std::unique_ptr<GptNeoxModel>> FromSafetensors(
-      const ModelConfig& config, std::shared_ptr<SafetensorsFile> file, torch::ScalarType dtype,
+  static absl::StatusOr<std::unique_ptr<GptNeoxModel>> FromCheckpoint(
+      const ModelConfig& config, std::shared_ptr<const Checkpoint> checkpoint, torch::ScalarType dtype,
       torch::Device device);
 
   const ModelConfig& config() const { return config_; }
@@ -87,7 +88,7 @@ class GptNeoxModel {
 
  private:
   GptNeoxModel(ModelConfig config, ModelWeights weights, torch::ScalarType dtype,
-               torch::Device device, std::shared_ptr<SafetensorsFile> file);
+               torch::Device device, std::shared_ptr<const Checkpoint> checkpoint);
   torch::Tensor Attention(int64_t layer, const torch::Tensor& x, const ForwardRequest& req,
                           bool padded, KvCache& cache, KvPolicy* policy, ForwardStats* stats);
   // What a layer's attention hands the policy, in slot order: keys as attended [B,H,n,d], the
@@ -113,7 +114,7 @@ class GptNeoxModel {
   torch::Device device_;
   torch::Tensor inv_freq_;  // [rotary_dims/2] float32
   std::unique_ptr<const CpuAttention> cpu_attention_;  // the fused batch-1 float32 CPU kernels
-  std::shared_ptr<SafetensorsFile> file_;  // keeps memory-mapped weights alive
+  std::shared_ptr<const Checkpoint> checkpoint_;  // keeps memory-mapped weights alive
   bool fused_cpu_attention_ = true;
 };
 
