@@ -21,6 +21,7 @@
 #include "common/atomic_file.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "model/checkpoint/checkpoint.h"
 
 namespace kvgrid {
 namespace {
@@ -162,6 +163,15 @@ class RepoCache {
       }
       snap.files.push_back(f);
     }
+    if (options_.weights) {
+      absl::StatusOr<std::vector<std::string>> weights = LocalWeightFiles(snap.dir);
+      if (!weights.ok()) {
+        return absl::Status(weights.status().code(),
+                            absl::StrCat(why, ": the weights of ", repo_id_, " at revision '", revision,
+                                         "' are not complete in the cache: ", weights.status().message()));
+      }
+      snap.files.insert(snap.files.end(), weights->begin(), weights->end());
+    }
     for (const auto& f : options_.optional_files) {
       if (IsFile(PointerPath(commit, f))) snap.files.push_back(f);
     }
@@ -283,11 +293,14 @@ class RepoCache {
     snap.repo_id = repo_id_;
     snap.revision = revision;
     std::string pinned = revision;  // becomes the commit after the first answer
-    auto handle = [&](const std::string& file, bool required) -> absl::Status {
+    // Fetches `file`; false when it is optional and the Hub answers 404 (its message in `missing`).
+    std::string missing;
+    auto handle = [&](const std::string& file, bool required) -> absl::StatusOr<bool> {
       absl::StatusOr<FileMetadata> m = Head(pinned, file);
       if (!m.ok()) {
         if (!required && m.status().code() == absl::StatusCode::kNotFound) {
-          return absl::OkStatus();
+          missing = std::string(m.status().message());
+          return false;
         }
         std::string hint;
         if (m.status().code() == absl::StatusCode::kPermissionDenied) {
@@ -313,10 +326,33 @@ class RepoCache {
       ASSIGN_OR_RETURN(bool downloaded, Fetch(*m, file));
       snap.files.push_back(file);
       if (downloaded) snap.downloaded.push_back(file);
-      return absl::OkStatus();
+      return true;
     };
-    for (const auto& f : options_.required_files) RETURN_IF_ERROR(handle(f, true));
-    for (const auto& f : options_.optional_files) RETURN_IF_ERROR(handle(f, false));
+    for (const auto& f : options_.required_files) RETURN_IF_ERROR(handle(f, true).status());
+    if (options_.weights) {
+      bool found = false;
+      std::string first_missing;
+      for (const std::string& name : WeightFileNames()) {
+        ASSIGN_OR_RETURN(found, handle(name, /*required=*/false));
+        if (!found) {
+          if (first_missing.empty()) first_missing = missing;
+          continue;
+        }
+        if (IsShardIndexFile(name)) {
+          ASSIGN_OR_RETURN(std::string index, ReadFileToString(PointerPath(snap.commit, name)));
+          ASSIGN_OR_RETURN(std::vector<std::string> shards,
+                           ParseShardIndex(index, absl::StrCat(name, " of ", repo_id_, "@", revision)));
+          for (const std::string& shard : shards) RETURN_IF_ERROR(handle(shard, true).status());
+        }
+        break;
+      }
+      if (!found) {
+        return absl::NotFoundError(absl::StrCat(
+            repo_id_, " at revision '", revision, "' has no model weights: none of ",
+            absl::StrJoin(WeightFileNames(), ", "), " exists (", first_missing, ")"));
+      }
+    }
+    for (const auto& f : options_.optional_files) RETURN_IF_ERROR(handle(f, false).status());
     if (snap.commit.empty()) {
       return absl::InvalidArgumentError("no files requested from the Hub");
     }
@@ -413,6 +449,10 @@ absl::StatusOr<ModelSnapshot> ResolveModelSnapshot(const std::string& id_or_dir,
     snap.local_dir = true;
     for (const auto& f : options.required_files) {
       if (IsFile(id_or_dir + "/" + f)) snap.files.push_back(f);
+    }
+    if (options.weights) {
+      auto weights = LocalWeightFiles(id_or_dir);
+      if (weights.ok()) snap.files.insert(snap.files.end(), weights->begin(), weights->end());
     }
     for (const auto& f : options.optional_files) {
       if (IsFile(id_or_dir + "/" + f)) snap.files.push_back(f);

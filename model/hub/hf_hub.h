@@ -32,7 +32,11 @@ struct HubOptions {
   std::string cache_dir;
   bool offline = false;   // $HF_HUB_OFFLINE in {1, true, yes, on}
   std::string token;      // $HF_TOKEN (or the token file in $HF_HOME); sent as a bearer token
-  std::vector<std::string> required_files = {"config.json", "model.safetensors", "tokenizer.json"};
+  std::vector<std::string> required_files = {"config.json", "tokenizer.json"};
+  // Also resolve the model's weights, in transformers' order (model/checkpoint/checkpoint.h):
+  // model.safetensors, else model.safetensors.index.json and its shards, else pytorch_model.bin,
+  // else pytorch_model.bin.index.json and its shards. None of them: NotFound naming all four.
+  bool weights = true;
   // Fetched when the repository has them; a 404 is not an error.
   std::vector<std::string> optional_files = {"generation_config.json", "tokenizer_config.json",
                                              "special_tokens_map.json"};

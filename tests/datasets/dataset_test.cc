@@ -24,7 +24,7 @@ using testing::TempDir;
 std::string Fixture(const std::string& rel) { return std::string(KVGRID_FIXTURES_DIR) + "/" + rel; }
 
 // The fake server's pg19 book with newlines normalised (see fake_hub.py).
-std::string BookText() { return testing::FakeHubBook("\n"); }
+std::string BookText() { return testing::FakeHubBookText(); }
 
 class DatasetTest : public testing::FakeHubSuite {
  protected:
@@ -180,6 +180,23 @@ TEST_F(DatasetTest, Pg19DefaultSample) {
   auto explicit_sample = LoadDatasetText(r);
   ASSERT_TRUE(explicit_sample.ok()) << explicit_sample.status();
   EXPECT_EQ(hub_->Count("GET", "/pg19/test/10146.txt"), 1);
+}
+
+// PG-19 test book 10146 read from the fixture file and fetched from the loopback server (which
+// serves the same bytes as PG-19's bucket): the same text, CRLF normalised, <DWnn> masks kept.
+TEST_F(DatasetTest, Pg19BookLocalFileAndDownloadAgree) {
+  DatasetRequest fetched = Request("pg19");
+  auto downloaded = LoadDatasetText(fetched);
+  ASSERT_TRUE(downloaded.ok()) << downloaded.status();
+  DatasetRequest local = Request("pg19");
+  local.path = Fixture("text/pg19-test-10146.txt");
+  auto from_file = LoadDatasetText(local);
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ(*downloaded, *from_file);
+  EXPECT_EQ(downloaded->find('\r'), std::string::npos);
+  EXPECT_EQ(downloaded->size(), 253872u - 4441u);  // 4,441 CRLF line ends become LF
+  EXPECT_NE(downloaded->find("<DW"), std::string::npos);
+  EXPECT_EQ(ReadAll(tmp_.path() + "/datasets/pg19/test/10146.txt"), *downloaded);  // cached normalised
 }
 
 TEST_F(DatasetTest, Pg19UnknownSampleIsNotFoundWithHint) {

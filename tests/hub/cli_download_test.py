@@ -14,6 +14,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = "EleutherAI/pythia-70m-deduped"
 
 
+def check_score(kvgrid, env, repo, revision, expected_json, tmp):
+    """`kvgrid score` of the Hub model at `revision` gives the fixture's HF loss (1e-4)."""
+    with open(expected_json) as f:
+        expected = json.load(f)
+    ids = os.path.join(tmp, "ids-" + revision + ".txt")
+    with open(ids, "w") as f:
+        f.write(" ".join(map(str, expected["input_ids"])))
+    p = subprocess.run([kvgrid, "score", "--model", repo, "--revision", revision, "--ids", ids,
+                        "--dtype", "float32", "--threads", "1", "--json"],
+                       env=dict(env, KVGRID_BLAS_CORETYPE="keep"), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, (revision, p.stdout, p.stderr)
+    got = json.loads(p.stdout)
+    loss = got["nll_mean"]
+    assert abs(loss - expected["loss"]) < 1e-4, (revision, loss, expected["loss"])
+
+
 def main():
     kvgrid, fixtures = sys.argv[1], sys.argv[2]
     with tempfile.TemporaryDirectory(prefix="kvgrid-cli-") as tmp:
@@ -21,8 +38,10 @@ def main():
         server = subprocess.Popen([
             sys.executable, os.path.join(HERE, "fake_hub.py"), "--port-file", port_file,
             "--model-dir", os.path.join(fixtures, "models/tiny-neox-pythia-like"),
+            "--bin-model-dir", os.path.join(fixtures, "models/tiny-neox-sequential-bin"),
             "--tokenizer", os.path.join(fixtures, "tokenizer/gpt-neox-20b-tokenizer.json"),
             "--wikitext-text", os.path.join(fixtures, "text/wikitext-2-raw-v1-test.txt"),
+            "--pg19-book", os.path.join(fixtures, "text/pg19-test-10146.txt"),
             "--lifetime", "100"])
         try:
             deadline = time.monotonic() + 15
@@ -52,10 +71,29 @@ def main():
             assert out.startswith(snapshots + os.sep), out
             for name in ("config.json", "model.safetensors", "tokenizer.json"):
                 assert os.path.islink(os.path.join(out, name)), name
-            out_json, _ = run(REPO, "--revision", "step143000", "--json")
+            out_json, _ = run(REPO, "--revision", "v1.0", "--json")
             j = json.loads(out_json)
-            assert j["revision"] == "step143000" and j["downloaded"] == [], j
+            assert j["revision"] == "v1.0" and j["downloaded"] == [], j
             assert j["path"] == os.path.join(snapshots, j["commit"]), j
+
+            # A step revision ships pytorch_model.bin only (as Pythia's do): it is downloaded in
+            # the Hub's cache layout and scores to Hugging Face's loss for its fixture.
+            step = json.loads(run(REPO, "--revision", "step143000", "--json")[0])
+            assert "pytorch_model.bin" in step["downloaded"], step
+            assert os.path.islink(os.path.join(step["path"], "pytorch_model.bin")), step
+            assert not os.path.exists(os.path.join(step["path"], "model.safetensors")), step
+            check_score(kvgrid, env, REPO, "step143000",
+                        os.path.join(fixtures, "models/tiny-neox-sequential/expected.json"), tmp)
+            off_step = json.loads(run(REPO, "--revision", "step143000", "--json",
+                                      extra_env={"HF_HUB_OFFLINE": "1"})[0])
+            assert off_step["path"] == step["path"], (off_step, step)
+            # A sharded revision: the index and every shard it names, scoring like main.
+            sharded = json.loads(run(REPO, "--revision", "sharded", "--json")[0])
+            for name in ("model.safetensors.index.json", "model-00001-of-00002.safetensors",
+                         "model-00002-of-00002.safetensors"):
+                assert os.path.islink(os.path.join(sharded["path"], name)), (name, sharded)
+            check_score(kvgrid, env, REPO, "sharded",
+                        os.path.join(fixtures, "models/tiny-neox-pythia-like/expected.json"), tmp)
             off, _ = run(REPO, extra_env={"HF_HUB_OFFLINE": "1"})
             assert off == out, (off, out)
             _, err = run("EleutherAI/missing-model", expect_rc=1)

@@ -9,8 +9,13 @@ Serves one model repository in the Hub's URL layout and with the Hub's headers:
   GET /_lfs/<sha256>                    the LFS blob (Range requests answered with 206)
   GET /wikitext-2-raw-v1.zip            a zip with wikitext-2-raw/wiki.{test,valid,train}.raw whose
                                         test member is rebuilt from the joined-rows fixture
-  GET /pg19/test/10146.txt              a small synthetic book (CRLF line ends); other ids 404
-Revisions: "main" and "step143000" (same files, different commits), or a commit sha.
+  GET /pg19/test/10146.txt              --pg19-book's bytes (PG-19 test book 10146, CRLF); other ids 404
+Revisions (or their commit shas):
+  main         config.json, model.safetensors, tokenizer.json (--model-dir)
+  v1.0         the same files as main at another commit
+  step143000   config.json, pytorch_model.bin, tokenizer.json (--bin-model-dir), like Pythia's
+               step branches: no model.safetensors
+  sharded      main's weights as model.safetensors.index.json + model-0000{1,2}-of-00002.safetensors
 
 Control (for fault injection), all GET:
   /_control?action=reset                       clear faults and the request log
@@ -30,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import struct
 import sys
 import threading
 import time
@@ -38,11 +44,9 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REPO = "EleutherAI/pythia-70m-deduped"
-REVISIONS = {
-    "main": hashlib.sha1(b"kvgrid-fake-main").hexdigest(),
-    "step143000": hashlib.sha1(b"kvgrid-fake-step143000").hexdigest(),
-}
-LFS_SUFFIXES = (".safetensors", "tokenizer.json")
+REVISIONS = {name: hashlib.sha1(b"kvgrid-fake-" + name.encode()).hexdigest()
+             for name in ("main", "v1.0", "step143000", "sharded")}
+LFS_SUFFIXES = (".safetensors", ".bin", "tokenizer.json")
 PG19_BOOK_ID = "10146"
 
 
@@ -73,11 +77,30 @@ def wikitext_raw_from_joined(text):
     return raw, len(rows)
 
 
-def pg19_book():
-    lines = ["The Project Gutenberg EBook of Reminiscences of Pioneer Days (kvgrid test copy)", ""]
-    for i in range(400):
-        lines.append(f"Line {i}: In the early days of St. Paul the river was the only road.")
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+def split_safetensors(data, parts):
+    """A safetensors image as `parts` shard files plus model.safetensors.index.json, the way
+    transformers' save_pretrained(max_shard_size=...) writes them."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    names = [k for k in header if k != "__metadata__"]
+    out, weight_map = {}, {}
+    for p in range(parts):
+        shard = f"model-{p + 1:05d}-of-{parts:05d}.safetensors"
+        chunk, h, off = [], {"__metadata__": {"format": "pt"}}, 0
+        for name in names[p::parts]:
+            info = header[name]
+            a, b = info["data_offsets"]
+            chunk.append(body[a:b])
+            h[name] = {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [off, off + b - a]}
+            off += b - a
+            weight_map[name] = shard
+        hb = json.dumps(h).encode()
+        hb += b" " * (-len(hb) % 8)
+        out[shard] = struct.pack("<Q", len(hb)) + hb + b"".join(chunk)
+    index = {"metadata": {"total_size": len(body)}, "weight_map": dict(sorted(weight_map.items()))}
+    out["model.safetensors.index.json"] = json.dumps(index, indent=2).encode()
+    return out
 
 
 class State:
@@ -225,6 +248,8 @@ class Handler(BaseHTTPRequestHandler):
         if commit is None:
             self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head)
             return
+        by_commit = {c: r for r, c in REVISIONS.items()}
+        revision_files = self.server.files[by_commit[commit]]
         with st.lock:
             failing = filename in st.fail404
             fail503 = filename in st.fail503_once
@@ -233,7 +258,7 @@ class Handler(BaseHTTPRequestHandler):
         if fail503:
             self.send(503, {"Retry-After": "0"}, b"busy", head)
             return
-        data = self.server.files.get(filename)
+        data = revision_files.get(filename)
         if data is None or failing:
             self.error(404, "EntryNotFound", f"{filename} does not exist on \"{revision}\"", head)
             return
@@ -282,18 +307,28 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--model-dir", required=True, help="config.json + model.safetensors")
+    ap.add_argument("--bin-model-dir", required=True, help="config.json + pytorch_model.bin")
     ap.add_argument("--tokenizer", required=True, help="served as tokenizer.json")
     ap.add_argument("--wikitext-text", required=True, help="joined-rows wikitext test text")
+    ap.add_argument("--pg19-book", required=True, help="served as PG-19 test book 10146")
     ap.add_argument("--lifetime", type=float, default=120.0, help="seconds before exiting")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
 
-    files = {}
-    for name in ("config.json", "model.safetensors"):
-        with open(os.path.join(args.model_dir, name), "rb") as f:
-            files[name] = f.read()
-    with open(args.tokenizer, "rb") as f:
-        files["tokenizer.json"] = f.read()
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    main_files = {name: read(os.path.join(args.model_dir, name))
+                  for name in ("config.json", "model.safetensors")}
+    main_files["tokenizer.json"] = read(args.tokenizer)
+    step_files = {name: read(os.path.join(args.bin_model_dir, name))
+                  for name in ("config.json", "pytorch_model.bin")}
+    step_files["tokenizer.json"] = main_files["tokenizer.json"]
+    sharded_files = {k: v for k, v in main_files.items() if k != "model.safetensors"}
+    sharded_files.update(split_safetensors(main_files["model.safetensors"], 2))
+    files = {"main": main_files, "v1.0": dict(main_files), "step143000": step_files,
+             "sharded": sharded_files}
     with open(args.wikitext_text, "rb") as f:
         joined = f.read().decode("utf-8")
     raw, _ = wikitext_raw_from_joined(joined)
@@ -308,8 +343,8 @@ def main():
     server.verbose = args.verbose
     server.state = State()
     server.files = files
-    server.blobs = {hashlib.sha256(d).hexdigest(): (n, d) for n, d in files.items()
-                    if n.endswith(LFS_SUFFIXES)}
+    server.blobs = {hashlib.sha256(d).hexdigest(): (n, d) for rev in files.values()
+                    for n, d in rev.items() if n.endswith(LFS_SUFFIXES)}
     server.wikitext_zip = buf.getvalue()
     fixed = io.BytesIO()
     with zipfile.ZipFile(fixed, "w", zipfile.ZIP_DEFLATED) as z:
@@ -317,7 +352,7 @@ def main():
         z.writestr("wikitext-2-raw/wiki.valid.raw", " \n")
         z.writestr("wikitext-2-raw/wiki.train.raw", " \n")
     server.wikitext_fixed_zip = fixed.getvalue()
-    server.pg19 = pg19_book()
+    server.pg19 = read(args.pg19_book)
 
     parent = os.getppid()
     deadline = time.monotonic() + args.lifetime

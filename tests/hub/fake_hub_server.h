@@ -67,8 +67,10 @@ class FakeHub {
     std::vector<std::string> args = {
         "python3", KVGRID_FAKE_HUB_PY, "--port-file", port_file,
         "--model-dir", fixtures + "/models/tiny-neox-pythia-like",
+        "--bin-model-dir", fixtures + "/models/tiny-neox-sequential-bin",
         "--tokenizer", fixtures + "/tokenizer/gpt-neox-20b-tokenizer.json",
         "--wikitext-text", fixtures + "/text/wikitext-2-raw-v1-test.txt",
+        "--pg19-book", fixtures + "/text/pg19-test-10146.txt",
         "--lifetime", "180"};
     pid_t pid = ::fork();
     if (pid < 0) return nullptr;
@@ -176,14 +178,22 @@ inline void ClearHubEnv() {
   }
 }
 
-// The pg19 book fake_hub.py serves (CRLF line ends on the wire); `newline` picks the line ends
-// the caller expects (the dataset loader normalises them to "\n").
-inline std::string FakeHubBook(const std::string& newline) {
-  std::string s = "The Project Gutenberg EBook of Reminiscences of Pioneer Days (kvgrid test copy)" +
-                  newline + newline;
-  for (int i = 0; i < 400; ++i) {
-    s += "Line " + std::to_string(i) + ": In the early days of St. Paul the river was the only road." +
-         newline;
+// The pg19 book fake_hub.py serves: PG-19 test book 10146 byte for byte (CRLF line ends).
+inline std::string FakeHubBookBytes() {
+  return ReadAll(std::string(KVGRID_FIXTURES_DIR) + "/text/pg19-test-10146.txt");
+}
+
+// That book as the dataset loader gives it: "\r\n" and lone "\r" as "\n" (Python's text mode).
+inline std::string FakeHubBookText() {
+  const std::string raw = FakeHubBookBytes();
+  std::string s;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '\r') {
+      s += raw[i];
+    } else {
+      s += '\n';
+      if (i + 1 < raw.size() && raw[i + 1] == '\n') ++i;
+    }
   }
   return s;
 }

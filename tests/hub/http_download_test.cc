@@ -22,7 +22,7 @@ using testing::FakeHub;
 using testing::ReadAll;
 using testing::TempDir;
 
-std::string Book() { return testing::FakeHubBook("\r\n"); }
+std::string Book() { return testing::FakeHubBookBytes(); }
 
 class HttpDownloadTest : public testing::FakeHubSuite {
  protected:

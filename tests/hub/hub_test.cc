@@ -105,15 +105,72 @@ TEST_F(HubTest, OtherRevisionReusesBlobs) {
   auto main_snap = ResolveModelSnapshot(kRepo, "main", Options());
   ASSERT_TRUE(main_snap.ok()) << main_snap.status();
   ASSERT_TRUE(hub_->Control("reset"));
-  auto step = ResolveModelSnapshot(kRepo, "step143000", Options());
+  auto step = ResolveModelSnapshot(kRepo, "v1.0", Options());
   ASSERT_TRUE(step.ok()) << step.status();
   EXPECT_NE(step->commit, main_snap->commit);
   EXPECT_NE(step->dir, main_snap->dir);
-  EXPECT_EQ(ReadAll(RepoRoot() + "/refs/step143000"), step->commit);
+  EXPECT_EQ(ReadAll(RepoRoot() + "/refs/v1.0"), step->commit);
   EXPECT_TRUE(step->downloaded.empty());  // same etags: blobs shared between snapshots
   EXPECT_EQ(hub_->Count("GET", ""), 0);
   EXPECT_EQ(fs::read_symlink(step->dir + "/model.safetensors"),
             fs::read_symlink(main_snap->dir + "/model.safetensors"));
+}
+
+TEST_F(HubTest, RevisionWithoutSafetensorsFallsBackToPytorchModelBin) {
+  // Pythia's step branches ship pytorch_model.bin only: transformers' fallback order.
+  auto step = ResolveModelSnapshot(kRepo, "step143000", Options());
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_EQ(std::set<std::string>(step->files.begin(), step->files.end()),
+            (std::set<std::string>{"config.json", "pytorch_model.bin", "tokenizer.json"}));
+  const std::string bin = ReadAll(Fixture("models/tiny-neox-sequential-bin/pytorch_model.bin"));
+  ASSERT_TRUE(fs::is_symlink(step->dir + "/pytorch_model.bin"));
+  EXPECT_EQ(fs::read_symlink(step->dir + "/pytorch_model.bin").string(), "../../blobs/" + Sha256Hex(bin));
+  EXPECT_EQ(ReadAll(step->dir + "/pytorch_model.bin"), bin);
+  EXPECT_FALSE(fs::exists(step->dir + "/model.safetensors"));
+  EXPECT_EQ(hub_->Count("GET", "/model.safetensors"), 0);  // looked up (HEAD), never fetched
+  // Offline, the cached .bin snapshot is complete.
+  HubOptions off = Options();
+  off.offline = true;
+  auto offline = ResolveModelSnapshot(kRepo, "step143000", off);
+  ASSERT_TRUE(offline.ok()) << offline.status();
+  EXPECT_EQ(offline->dir, step->dir);
+}
+
+TEST_F(HubTest, ShardedRevisionFetchesTheIndexAndEveryShard) {
+  auto snap = ResolveModelSnapshot(kRepo, "sharded", Options());
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  EXPECT_EQ(std::set<std::string>(snap->files.begin(), snap->files.end()),
+            (std::set<std::string>{"config.json", "tokenizer.json", "model.safetensors.index.json",
+                                   "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}));
+  for (const char* f : {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}) {
+    EXPECT_TRUE(fs::is_symlink(snap->dir + "/" + f)) << f;
+    EXPECT_EQ(hub_->Count("GET", std::string("/") + f), 1) << f << " downloaded once";
+  }
+  // A shard missing from the cache makes the offline snapshot incomplete, and says which.
+  fs::remove(snap->dir + "/model-00002-of-00002.safetensors");
+  HubOptions off = Options();
+  off.offline = true;
+  auto offline = ResolveModelSnapshot(kRepo, "sharded", off);
+  ASSERT_FALSE(offline.ok());
+  EXPECT_THAT(offline.status().message(), HasSubstr("model-00002-of-00002.safetensors"));
+  // Online again it is relinked from the blob, nothing downloaded.
+  ASSERT_TRUE(hub_->Control("reset"));
+  auto again = ResolveModelSnapshot(kRepo, "sharded", Options());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->downloaded.empty());
+  EXPECT_TRUE(fs::is_regular_file(again->dir + "/model-00002-of-00002.safetensors"));
+}
+
+TEST_F(HubTest, RevisionWithNoWeightsNamesEveryFileTried) {
+  ASSERT_TRUE(hub_->Control("fail404", "pytorch_model.bin"));
+  auto r = ResolveModelSnapshot(kRepo, "step143000", Options());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  for (const char* f : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                        "pytorch_model.bin.index.json"}) {
+    EXPECT_THAT(r.status().message(), HasSubstr(f));
+  }
+  EXPECT_THAT(r.status().message(), HasSubstr("step143000"));
 }
 
 TEST_F(HubTest, CommitHashAsRevision) {

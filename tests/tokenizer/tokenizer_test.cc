@@ -165,6 +165,23 @@ TEST_F(NeoxTokenizerTest, FullWikitextTestSplitCount) {
   EXPECT_EQ(tok().Encode(text), ids);
 }
 
+// PG-19 test book 10146 byte for byte (CRLF line ends, PG-19's <DWnn> masks): Hugging Face's
+// 62,581 ids for the whole file, id for id, and the decode gives the file back.
+TEST_F(NeoxTokenizerTest, Pg19Book10146IdForId) {
+  const std::string text = ReadFile(kFixtures + "/text/pg19-test-10146.txt");
+  ASSERT_EQ(text.size(), 253872u);
+  const std::vector<int32_t> expected = ParseIds(ReadFile(kFixtures + "/text/pg19-test-10146.ids"));
+  ASSERT_EQ(expected.size(), 62581u);
+  const std::vector<int32_t> ids = tok().Encode(text);
+  ASSERT_EQ(ids.size(), expected.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_EQ(ids[i], expected[i]) << "first difference at token " << i;
+  }
+  auto decoded = tok().Decode(ids);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(*decoded, NormalizeNfc(text));
+}
+
 TEST_F(NeoxTokenizerTest, EmptyAndWhitespace) {
   EXPECT_TRUE(tok().Encode("").empty());
   EXPECT_EQ(tok().Encode(" "), std::vector<int32_t>({209}));
