@@ -249,7 +249,8 @@ class GridParser {
     return absl::OkStatus();
   }
 
-  absl::Status ParseModel(const Entry& e, ModelRef* model) const;
+  absl::Status ParseModels(const Entry& e, std::vector<ModelRef>* models) const;
+  absl::Status ParseModel(const YAML::Node& node, const YAML::Mark& mark, ModelRef* model) const;
   absl::Status ParseDatasets(const Entry& e, std::vector<DatasetRef>* out) const;
   absl::Status ParseWorkloads(const Entry& e, std::vector<RunSpec>* variants) const;
   absl::Status ParsePolicies(const Entry& e, std::vector<std::string>* out) const;
@@ -258,12 +259,37 @@ class GridParser {
   std::string filename_;
 };
 
-absl::Status GridParser::ParseModel(const Entry& e, ModelRef* model) const {
-  if (e.value.IsScalar()) {  // shorthand: `model: EleutherAI/pythia-70m-deduped`
-    model->id = e.value.Scalar();
+// `model:` one model (an id, or {id, revision, dtype}) or a list of them: a sweep over model sizes,
+// training checkpoints (revisions) or dtypes, each point of the grid run for every model.
+absl::Status GridParser::ParseModels(const Entry& e, std::vector<ModelRef>* models) const {
+  models->clear();
+  if (!e.value.IsSequence()) {
+    models->emplace_back();
+    return ParseModel(e.value, MarkOf(e), &models->back());
+  }
+  if (e.value.size() == 0) {
+    return Error(MarkOf(e), "model is an empty list",
+                 "model:\n  - EleutherAI/pythia-70m-deduped\n  - {id: EleutherAI/pythia-160m-deduped, revision: step143000}");
+  }
+  std::set<std::string> seen;
+  for (const auto& item : e.value) {
+    ModelRef m;
+    RETURN_IF_ERROR(ParseModel(item, item.Mark(), &m));
+    if (!seen.insert(absl::StrCat(m.id, "@", m.revision, " ", m.dtype)).second) {
+      return Error(item.Mark(), absl::StrCat("model ", m.id, "@", m.revision, " (", m.dtype, ") is listed twice"),
+                   "list each model once");
+    }
+    models->push_back(std::move(m));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GridParser::ParseModel(const YAML::Node& node, const YAML::Mark& mark, ModelRef* model) const {
+  if (node.IsScalar()) {  // shorthand: `model: EleutherAI/pythia-70m-deduped`
+    model->id = node.Scalar();
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(auto m, Mapping(e.value, MarkOf(e), "model", {"id", "revision", "dtype"},
+  ASSIGN_OR_RETURN(auto m, Mapping(node, mark, "model", {"id", "revision", "dtype"},
                                    "`model: {id: EleutherAI/pythia-70m-deduped, revision: main, "
                                    "dtype: float32}`"));
   if (const Entry* id = Find(m, "id")) {
@@ -623,7 +649,8 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   if (const Entry* d = Find(entries, "description")) {
     if (!d->value.IsScalar()) return Error(MarkOf(*d), "description must be text");
   }
-  if (const Entry* m = Find(entries, "model")) RETURN_IF_ERROR(ParseModel(*m, &base.model));
+  std::vector<ModelRef> models = {base.model};
+  if (const Entry* m = Find(entries, "model")) RETURN_IF_ERROR(ParseModels(*m, &models));
   if (const Entry* dev = Find(entries, "device")) {
     if (!dev->value.IsScalar()) {
       return Error(MarkOf(*dev), absl::StrCat("device must be cpu, cuda, cuda:N or auto, got ",
@@ -689,7 +716,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   std::vector<std::string> policies;
   RETURN_IF_ERROR(ParsePolicies(*g, &policies));
 
-  const int64_t total = static_cast<int64_t>(policies.size()) *
+  const int64_t total = static_cast<int64_t>(models.size()) * static_cast<int64_t>(policies.size()) *
                         static_cast<int64_t>(datasets.size()) *
                         static_cast<int64_t>(workloads.size()) *
                         static_cast<int64_t>(modes.size()) * static_cast<int64_t>(seeds.size()) *
@@ -701,6 +728,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   }
   std::unordered_set<std::string> seen;
   std::map<std::string, int64_t> skipped;  // reason -> count
+  for (const auto& model : models)
   for (const auto& policy : policies)
     for (const auto& dataset : datasets)
       for (const auto& w : workloads)
@@ -708,6 +736,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
           for (int64_t seed : seeds)
            for (int64_t chunk : chunks) {
             RunSpec s = base;
+            s.model = model;
             s.policy = policy;
             s.dataset = dataset;
             s.workload = w.workload;

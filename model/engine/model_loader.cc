@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "model/hub/hf_hub.h"
+#include "model/pythia_presets.h"
 
 namespace kvgrid {
 namespace fs = std::filesystem;
@@ -78,17 +79,18 @@ absl::Status WriteRandomModel(const ModelConfig& config, const std::string& out_
 
 absl::StatusOr<std::string> ResolveModelPath(const std::string& id_or_dir, const std::string& revision) {
   if (absl::StartsWith(id_or_dir, "random:")) {
-    std::string preset = id_or_dir.substr(7);
-    if (preset != "pythia-70m") {
-      return absl::InvalidArgumentError(absl::StrCat("unknown random model preset '", preset, "' (known: pythia-70m)"));
+    const std::string preset = id_or_dir.substr(7);
+    absl::StatusOr<ModelConfig> config = PythiaPresetConfig(preset);
+    if (!config.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", id_or_dir, "': ", config.status().message()));
     }
     const char* cache = std::getenv("KVGRID_CACHE");
     const char* home = std::getenv("HOME");
     std::string root = cache ? cache : absl::StrCat(home ? home : "/tmp", "/.cache/kvgrid");
-    std::string dir = absl::StrCat(root, "/models/random-pythia-70m-seed0");
+    std::string dir = absl::StrCat(root, "/models/random-", preset, "-seed0");
     if (!fs::exists(dir + "/model.safetensors")) {
       std::string tmp = dir + ".tmp" + std::to_string(::getpid());
-      RETURN_IF_ERROR(WriteRandomModel(ModelConfig::Pythia70M(), tmp, "float16", 0, BundledTokenizerPath()));
+      RETURN_IF_ERROR(WriteRandomModel(*config, tmp, "float16", 0, BundledTokenizerPath()));
       std::error_code ec;
       fs::create_directories(fs::path(dir).parent_path(), ec);
       fs::rename(tmp, dir, ec);

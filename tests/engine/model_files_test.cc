@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "model/config.h"
+#include "model/pythia_presets.h"
 #include "model/checkpoint/safetensors.h"
 
 namespace kvgrid {
@@ -64,6 +65,29 @@ std::string Image(const std::string& header, const std::string& data) {
 absl::Status ParseImage(const std::string& img) {
   uint64_t off = 0;
   return ParseSafetensorsBuffer(reinterpret_cast<const uint8_t*>(img.data()), img.size(), "t.safetensors", &off).status();
+}
+
+// Parameter counts of the presets equal those of the real checkpoints (Hugging Face's
+// num_parameters() of EleutherAI/pythia-70m, -160m, -410m, -1b): the shapes are right.
+TEST(PythiaPresets, ShapesGiveTheRealParameterCounts) {
+  auto params = [](const ModelConfig& c) {
+    const int64_t h = c.hidden_size;
+    return 2 * c.vocab_size * h + c.num_layers * (12 * h * h + 13 * h) + 2 * h;
+  };
+  const std::pair<const char*, int64_t> kCounts[] = {
+      {"pythia-70m", 70426624}, {"pythia-160m", 162322944}, {"pythia-410m", 405334016}, {"pythia-1b", 1011781632}};
+  for (const auto& [name, count] : kCounts) {
+    auto c = PythiaPresetConfig(name);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(params(*c), count) << name;
+    EXPECT_EQ(c->rotary_dims(), c->head_dim() / 4) << name;
+  }
+  EXPECT_EQ(PythiaPresetConfig("pythia-1b")->head_dim(), 256);
+  EXPECT_EQ(PythiaPresetConfig("pythia-2.8b")->head_dim(), 80);
+  EXPECT_EQ(PythiaPresetNames().size(), 8u);
+  auto bad = PythiaPresetConfig("pythia-7b");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("pythia-6.9b"), std::string::npos);
 }
 
 TEST(Safetensors, ValidHeaderParses) {

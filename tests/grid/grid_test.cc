@@ -222,6 +222,35 @@ TEST(GridTest, PairedBaselineIsOnByDefaultPartOfTheKeyAndCanBeTurnedOff) {
   EXPECT_FALSE(RunSpec::FromJson(bad).ok());
 }
 
+TEST(GridTest, ModelListSweepsModelsRevisionsAndDtypes) {
+  auto g = ParseGridYaml(R"(name: sweep
+model:
+  - random:pythia-70m
+  - {id: random:pythia-160m, dtype: float32}
+  - {id: EleutherAI/pythia-70m-deduped, revision: step1000}
+datasets: [{name: wikitext-2-raw-v1}]
+workloads: {perplexity: {protocol: streaming, max_tokens: 256}}
+grid:
+  policy: [{name: full}, {name: window, window: 64}]
+)", "g.yaml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  ASSERT_EQ(g->runs.size(), 6u);
+  std::set<std::string> models, keys(g->run_keys.begin(), g->run_keys.end());
+  for (const auto& r : g->runs) models.insert(r.model.id + "@" + r.model.revision + " " + r.model.dtype);
+  EXPECT_EQ(models.size(), 3u);
+  EXPECT_EQ(keys.size(), 6u);  // the model is part of every run's key
+  EXPECT_EQ(g->runs[2].model.id, "random:pythia-160m");
+  EXPECT_EQ(g->runs[2].model.dtype, "float32");
+  EXPECT_EQ(g->runs[4].model.revision, "step1000");
+
+  EXPECT_THAT(ErrorOf("name: x\nmodel: []\ndatasets: [{name: pg19}]\nworkloads: {perplexity: {}}\n"
+                      "grid: {policy: [{name: full}]}\n"),
+              HasSubstr("model is an empty list"));
+  EXPECT_THAT(ErrorOf("name: x\nmodel: [a/b, a/b]\ndatasets: [{name: pg19}]\nworkloads: {perplexity: {}}\n"
+                      "grid: {policy: [{name: full}]}\n"),
+              HasSubstr("listed twice"));
+}
+
 TEST(GridTest, ErrorsCarryLineColumnAndHint) {
   // Unknown top-level key, with a suggestion.
   std::string e = ErrorOf("name: t\nrepeat: 3\n");
