@@ -108,7 +108,7 @@ class RepoCache {
  public:
   RepoCache(const HubOptions& o, std::string repo_id)
       : options_(o), repo_id_(std::move(repo_id)) {
-    root_ = (fs::path(o.cache_dir) / HubRepoFolderName(repo_id_)).string();
+    root_ = (fs::path(o.cache_dir) / HubRepoFolderName(repo_id_, o.repo_type)).string();
   }
 
   const std::string& root() const { return root_; }
@@ -122,7 +122,7 @@ class RepoCache {
   }
 
   std::string ResolveUrl(const std::string& revision, const std::string& file) const {
-    return absl::StrCat(options_.endpoint, "/", repo_id_, "/resolve/",
+    return absl::StrCat(options_.endpoint, options_.repo_type == "dataset" ? "/datasets/" : "/", repo_id_, "/resolve/",
                         UrlEncode(revision, false), "/", UrlEncode(file, true));
   }
 
@@ -263,7 +263,7 @@ class RepoCache {
       // Like huggingface_hub: <cache>/.locks/<repo folder>/<etag>.lock, never deleted (deleting
       // a lock file others wait on would let two processes hold "the" lock at once).
       std::string lock_path = (fs::path(options_.cache_dir) / ".locks" /
-                               HubRepoFolderName(repo_id_) / (m.etag + ".lock")).string();
+                               HubRepoFolderName(repo_id_, options_.repo_type) / (m.etag + ".lock")).string();
       ASSIGN_OR_RETURN(auto lock, ScopedFileLock::Acquire(lock_path, options_.lock_timeout_s));
       if (!IsFile(blob)) {  // someone else may have finished it while we waited
         HttpOptions http = options_.http;
@@ -401,8 +401,8 @@ HubOptions HubOptions::FromEnv() {
   return o;
 }
 
-std::string HubRepoFolderName(const std::string& repo_id) {
-  return "models--" + absl::StrJoin(absl::StrSplit(repo_id, '/'), "--");
+std::string HubRepoFolderName(const std::string& repo_id, const std::string& repo_type) {
+  return (repo_type == "dataset" ? "datasets--" : "models--") + absl::StrJoin(absl::StrSplit(repo_id, '/'), "--");
 }
 
 absl::Status ValidateHubRepoId(const std::string& repo_id) {
@@ -440,6 +440,12 @@ std::string NormalizeEtag(const std::string& etag) {
   return std::string(v);
 }
 
+namespace {
+// The Hub part of ResolveModelSnapshot (no local-directory check): a snapshot of `repo_id`.
+absl::StatusOr<ModelSnapshot> ResolveRepoSnapshot(const std::string& repo_id, const std::string& revision,
+                                                  const HubOptions& options);
+}  // namespace
+
 absl::StatusOr<ModelSnapshot> ResolveModelSnapshot(const std::string& id_or_dir,
                                                    const std::string& revision_in,
                                                    const HubOptions& options) {
@@ -463,6 +469,28 @@ absl::StatusOr<ModelSnapshot> ResolveModelSnapshot(const std::string& id_or_dir,
     return absl::NotFoundError(
         absl::StrCat("local model directory ", id_or_dir, " does not exist"));
   }
+  return ResolveRepoSnapshot(id_or_dir, revision_in, options);
+}
+
+absl::StatusOr<std::string> ResolveHubFile(const std::string& repo_type, const std::string& repo_id,
+                                           const std::string& revision, const std::string& file,
+                                           HubOptions options) {
+  if (repo_type != "model" && repo_type != "dataset") {
+    return absl::InvalidArgumentError(absl::StrCat("Hub repo_type '", repo_type, "' is not model or dataset"));
+  }
+  options.repo_type = repo_type;
+  options.required_files = {file};
+  options.optional_files.clear();
+  options.weights = false;
+  ASSIGN_OR_RETURN(ModelSnapshot snap, ResolveRepoSnapshot(repo_id, revision, options));
+  return snap.dir + "/" + file;
+}
+
+namespace {
+
+absl::StatusOr<ModelSnapshot> ResolveRepoSnapshot(const std::string& id_or_dir,
+                                                  const std::string& revision_in,
+                                                  const HubOptions& options) {
   RETURN_IF_ERROR(ValidateHubRepoId(id_or_dir));
   const std::string revision = revision_in.empty() ? "main" : revision_in;
   RETURN_IF_ERROR(ValidateRelativeName("revision", revision));
@@ -490,6 +518,8 @@ absl::StatusOr<ModelSnapshot> ResolveModelSnapshot(const std::string& id_or_dir,
   }
   return online.status();
 }
+
+}  // namespace
 
 absl::StatusOr<std::string> ResolveModelDir(const std::string& id_or_dir,
                                             const std::string& revision,

@@ -28,6 +28,9 @@ namespace kvgrid {
 
 struct HubOptions {
   std::string endpoint = "https://huggingface.co";  // $HF_ENDPOINT
+  // "model" (URLs {endpoint}/{repo}/..., cache folder models--ORG--NAME) or "dataset"
+  // ({endpoint}/datasets/{repo}/..., datasets--ORG--NAME), as huggingface_hub's repo_type.
+  std::string repo_type = "model";
   // Hub cache root: $HF_HUB_CACHE, else $HF_HOME/hub (~/.cache/huggingface/hub).
   std::string cache_dir;
   bool offline = false;   // $HF_HUB_OFFLINE in {1, true, yes, on}
@@ -73,8 +76,15 @@ absl::StatusOr<std::string> ResolveModelDir(const std::string& id_or_dir,
                                             const std::string& revision,
                                             const HubOptions& options);
 
-// "models--ORG--NAME" for "ORG/NAME".
-std::string HubRepoFolderName(const std::string& repo_id);
+// One file of a Hub repository of `repo_type` ("model" or "dataset") at `revision` through the
+// cache (same rules as above: HF_ENDPOINT, token, offline, resume, sha256): its local path in the
+// snapshot. `options`' file lists are ignored.
+absl::StatusOr<std::string> ResolveHubFile(const std::string& repo_type, const std::string& repo_id,
+                                           const std::string& revision, const std::string& file,
+                                           HubOptions options);
+
+// "models--ORG--NAME" for "ORG/NAME" ("datasets--ORG--NAME" for repo_type "dataset").
+std::string HubRepoFolderName(const std::string& repo_id, const std::string& repo_type = "model");
 
 // Checks a Hub model id: one optional "ORG/" then NAME; letters, digits, '-', '_', '.';
 // no "--" or "..". The error names the id.

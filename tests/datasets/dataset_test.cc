@@ -229,6 +229,41 @@ TEST_F(DatasetTest, UnknownDatasetAndSplitListTheOptions) {
   EXPECT_EQ(hub_->Log().size(), 0u);
 }
 
+// Without KVGRID_WIKITEXT_URL the zip is a Hub dataset file: fetched through HF_ENDPOINT (a
+// mirror needs nothing else) into the Hugging Face cache, with the Hub's token and offline rules.
+TEST_F(DatasetTest, WikitextComesFromTheHubThroughHfEndpoint) {
+  ::unsetenv("KVGRID_WIKITEXT_URL");
+  ::setenv("HF_ENDPOINT", hub_->endpoint().c_str(), 1);
+  ::setenv("HF_HOME", (tmp_.path() + "/hf").c_str(), 1);
+  ::setenv("HF_TOKEN", "secret-token", 1);
+  ASSERT_TRUE(hub_->Control("require_token", "", "secret-token"));
+  auto text = LoadDatasetText(Request("wikitext-2-raw-v1"));
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, ReadAll(Fixture("text/wikitext-2-raw-v1-test.txt")));
+  EXPECT_EQ(hub_->Count("HEAD", "/datasets/ggml-org/ci/resolve/main/wikitext-2-raw-v1.zip"), 1);
+  const std::string hf_repo = tmp_.path() + "/hf/hub/datasets--ggml-org--ci";
+  EXPECT_TRUE(fs::is_directory(hf_repo + "/snapshots"));
+  EXPECT_FALSE(ReadAll(hf_repo + "/refs/main").empty());
+  // Offline, with kvgrid's text cache gone, the text is rebuilt from the zip in the HF cache.
+  fs::remove_all(tmp_.path() + "/datasets");
+  ASSERT_TRUE(hub_->Control("reset"));
+  DatasetRequest off = Request("wikitext-2-raw-v1");
+  off.offline = true;
+  auto again = LoadDatasetText(off);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, *text);
+  EXPECT_EQ(hub_->Log().size(), 0u);
+  // A wrong token is the Hub's error, named.
+  fs::remove_all(tmp_.path() + "/datasets");
+  fs::remove_all(tmp_.path() + "/hf");
+  ::setenv("HF_TOKEN", "wrong", 1);
+  ASSERT_TRUE(hub_->Control("require_token", "", "secret-token"));
+  auto denied = LoadDatasetText(Request("wikitext-2-raw-v1"));
+  ASSERT_FALSE(denied.ok());
+  EXPECT_THAT(denied.status().message(), HasSubstr("ggml-org/ci"));
+  EXPECT_THAT(denied.status().message(), HasSubstr("HF_ENDPOINT"));
+}
+
 TEST_F(DatasetTest, OfflineWithoutCacheSaysOffline) {
   DatasetRequest r = Request("pg19");
   r.offline = true;

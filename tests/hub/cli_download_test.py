@@ -55,7 +55,6 @@ def main():
                    if not k.startswith(("HF_", "KVGRID_", "HUGGING"))}
             env.update(HF_ENDPOINT=endpoint, HF_HOME=os.path.join(tmp, "hf"),
                        KVGRID_CACHE=os.path.join(tmp, "kv"),
-                       KVGRID_WIKITEXT_URL=endpoint + "/wikitext-2-raw-v1.zip",
                        KVGRID_PG19_URL_BASE=endpoint + "/pg19")
 
             def run(*args, extra_env=None, expect_rc=0):

@@ -6,6 +6,8 @@ Serves one model repository in the Hub's URL layout and with the Hub's headers:
     regular file: 200, ETag "<git blob sha1>", X-Repo-Commit, Content-Length
     LFS file:     302 to /_lfs/<sha256>, X-Linked-Etag "<sha256>", X-Linked-Size, X-Repo-Commit
     unknown repo: 401 X-Error-Code: RepoNotFound; unknown revision/file: 404 *NotFound
+  HEAD/GET /datasets/ggml-org/ci/resolve/main/wikitext-2-raw-v1.zip
+                                        the wikitext zip below as a Hub dataset file (LFS)
   GET /_lfs/<sha256>                    the LFS blob (Range requests answered with 206)
   GET /wikitext-2-raw-v1.zip            a zip with wikitext-2-raw/wiki.{test,valid,train}.raw whose
                                         test member is rebuilt from the joined-rows fixture
@@ -46,7 +48,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 REPO = "EleutherAI/pythia-70m-deduped"
 REVISIONS = {name: hashlib.sha1(b"kvgrid-fake-" + name.encode()).hexdigest()
              for name in ("main", "v1.0", "step143000", "sharded")}
-LFS_SUFFIXES = (".safetensors", ".bin", "tokenizer.json")
+LFS_SUFFIXES = (".safetensors", ".bin", ".zip", "tokenizer.json")
+# The Hub dataset repository llama.cpp (and kvgrid) take the wikitext zip from.
+DATASET_REPO = "datasets/ggml-org/ci"
+DATASET_COMMIT = hashlib.sha1(b"kvgrid-fake-ggml-org-ci").hexdigest()
 PG19_BOOK_ID = "10146"
 
 
@@ -241,15 +246,22 @@ class Handler(BaseHTTPRequestHandler):
         st = self.server.state
         repo, _, rest = path.lstrip("/").partition("/resolve/")
         revision, _, filename = rest.partition("/")
-        if repo != REPO:
+        if repo == DATASET_REPO:
+            if revision not in ("main", DATASET_COMMIT):
+                self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head)
+                return
+            commit = DATASET_COMMIT
+            revision_files = {"wikitext-2-raw-v1.zip": self.server.wikitext_zip}
+        elif repo != REPO:
             self.error(401, "RepoNotFound", "Repository not found", head)
             return
-        commit = REVISIONS.get(revision, revision if revision in REVISIONS.values() else None)
-        if commit is None:
-            self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head)
-            return
-        by_commit = {c: r for r, c in REVISIONS.items()}
-        revision_files = self.server.files[by_commit[commit]]
+        else:
+            commit = REVISIONS.get(revision, revision if revision in REVISIONS.values() else None)
+            if commit is None:
+                self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head)
+                return
+            by_commit = {c: r for r, c in REVISIONS.items()}
+            revision_files = self.server.files[by_commit[commit]]
         with st.lock:
             failing = filename in st.fail404
             fail503 = filename in st.fail503_once
@@ -346,6 +358,8 @@ def main():
     server.blobs = {hashlib.sha256(d).hexdigest(): (n, d) for rev in files.values()
                     for n, d in rev.items() if n.endswith(LFS_SUFFIXES)}
     server.wikitext_zip = buf.getvalue()
+    server.blobs[hashlib.sha256(server.wikitext_zip).hexdigest()] = ("wikitext-2-raw-v1.zip",
+                                                                     server.wikitext_zip)
     fixed = io.BytesIO()
     with zipfile.ZipFile(fixed, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("wikitext-2-raw/wiki.test.raw", WIKITEXT_FIXED_RAW.encode("utf-8"))

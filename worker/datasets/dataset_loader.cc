@@ -17,6 +17,7 @@
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "common/zip_archive.h"
+#include "model/hub/hf_hub.h"
 
 namespace kvgrid {
 namespace {
@@ -25,8 +26,9 @@ namespace fs = std::filesystem;
 
 constexpr char kWikitext[] = "wikitext-2-raw-v1";
 constexpr char kPg19[] = "pg19";
-constexpr char kWikitextUrl[] =
-    "https://huggingface.co/datasets/ggml-org/ci/resolve/main/wikitext-2-raw-v1.zip";
+// The wikitext zip is a file of the Hub dataset repository ggml-org/ci (the one llama.cpp uses).
+constexpr char kWikitextHubRepo[] = "ggml-org/ci";
+constexpr char kWikitextHubFile[] = "wikitext-2-raw-v1.zip";
 constexpr char kPg19UrlBase[] = "https://storage.googleapis.com/deepmind-gutenberg";
 constexpr char kPg19TestList[] =
     "https://huggingface.co/datasets/deepmind/pg19/resolve/main/data/test_files.txt";
@@ -154,7 +156,9 @@ absl::Status StoreCached(const std::string& file, absl::string_view text) {
 
 struct Source {
   std::string cache_file;  // where the final text lives in the cache
-  std::string url;         // what to download
+  std::string url;         // what to download; empty: the Hub file below
+  std::string hub_repo;    // a Hub dataset repository and file, through the Hugging Face cache
+  std::string hub_file;
   std::string download;    // where the download goes (then processed into cache_file)
   std::string describe;    // "wikitext-2-raw-v1 test split" / "pg19 test book 10146"
   std::string lock_file;   // {cache}/.locks/<name>.lock
@@ -169,8 +173,11 @@ absl::StatusOr<Source> Describe(const DatasetRequest& r) {
   if (r.name == kWikitext) {
     ASSIGN_OR_RETURN(SplitInfo split, ParseSplit(r.name, r.split));
     s.cache_file = absl::StrCat(cache, "/", kWikitext, "/", split.canonical, ".txt");
-    s.url = Env("KVGRID_WIKITEXT_URL");
-    if (s.url.empty()) s.url = kWikitextUrl;
+    s.url = Env("KVGRID_WIKITEXT_URL");  // a plain URL instead of the Hub (no Hub cache)
+    if (s.url.empty()) {
+      s.hub_repo = kWikitextHubRepo;
+      s.hub_file = kWikitextHubFile;
+    }
     s.download = absl::StrCat(cache, "/downloads/", kWikitext, ".zip");
     s.describe = absl::StrCat(kWikitext, " ", split.canonical, " split");
     s.zip_member = split.wikitext_member;
@@ -298,9 +305,28 @@ absl::StatusOr<std::string> EnsureDatasetCached(const DatasetRequest& r) {
     std::fprintf(stderr, "kvgrid: warning: %s; downloading %s again\n",
                  std::string(cached.status().message()).c_str(), s.describe.c_str());
   }
-  if (offline) {
+  // A Hub file comes through the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE, its
+  // blobs shared with huggingface_hub); offline, a copy already there is used.
+  std::string hub_path, hub_error;
+  if (!s.hub_repo.empty()) {
+    HubOptions hub = HubOptions::FromEnv();
+    hub.http = r.http;
+    hub.offline = offline;
+    hub.warn_on_fallback = true;
+    absl::StatusOr<std::string> p = ResolveHubFile("dataset", s.hub_repo, "main", s.hub_file, hub);
+    if (p.ok()) {
+      hub_path = *p;
+    } else if (!offline) {
+      return absl::Status(p.status().code(), absl::StrCat("downloading ", s.describe, " (", s.hub_file, " of the Hub dataset ",
+                                                          s.hub_repo, "; HF_ENDPOINT picks the Hub or a mirror): ",
+                                                          p.status().message()));
+    } else {
+      hub_error = absl::StrCat("; nor is the Hub's ", s.hub_file, " (", p.status().message(), ")");
+    }
+  }
+  if (offline && hub_path.empty()) {
     return absl::NotFoundError(absl::StrCat(
-        "offline: ", s.describe, " is not in the cache (looked for ", s.cache_file,
+        "offline: ", s.describe, " is not in the cache (looked for ", s.cache_file, hub_error,
         "); download it first with `kvgrid download --dataset ", r.name,
         s.pg19 ? absl::StrCat(" --sample ", s.sample) : std::string(), "` or set path"));
   }
@@ -309,6 +335,15 @@ absl::StatusOr<std::string> EnsureDatasetCached(const DatasetRequest& r) {
   // Another process may have filled the cache while we waited for the lock.
   cached = VerifyCached(s.cache_file);
   if (cached.ok() && *cached) return s.cache_file;
+  if (!hub_path.empty()) {
+    absl::StatusOr<std::string> text = Process(s, hub_path);  // the Hub cache keeps its blob
+    if (!text.ok()) {
+      return absl::Status(text.status().code(), absl::StrCat("processing ", s.describe, " from ", hub_path,
+                                                             ": ", text.status().message()));
+    }
+    RETURN_IF_ERROR(StoreCached(s.cache_file, *text));
+    return s.cache_file;
+  }
   auto dl = HttpDownloadToFile(s.url, s.download, r.http);
   if (!dl.ok()) {
     std::string hint;
@@ -316,6 +351,11 @@ absl::StatusOr<std::string> EnsureDatasetCached(const DatasetRequest& r) {
       hint = absl::StrCat("; pg19 samples are Gutenberg book ids of the split (the test split's "
                           "100 ids are listed in ", kPg19TestList, "; default ",
                           kDefaultPg19Sample, ")");
+    } else if (s.pg19) {
+      hint = absl::StrCat("; PG-19 books come from ", Env("KVGRID_PG19_URL_BASE").empty() ? kPg19UrlBase : Env("KVGRID_PG19_URL_BASE"),
+                          " (set KVGRID_PG19_URL_BASE to a mirror holding {split}/{id}.txt)");
+    } else {
+      hint = " (KVGRID_WIKITEXT_URL is set: unset it to fetch the zip from the Hub)";
     }
     return absl::Status(dl.status().code(), absl::StrCat("downloading ", s.describe, ": ",
                                                          dl.status().message(), hint));

@@ -1,13 +1,15 @@
 // Evaluation texts: WikiText-2 (raw, v1) and PG-19 books, downloaded once into a local cache or
 // read from a local file. No torch.
 //
-// wikitext-2-raw-v1: the zip llama.cpp uses ($KVGRID_WIKITEXT_URL overrides
-//   https://huggingface.co/datasets/ggml-org/ci/resolve/main/wikitext-2-raw-v1.zip); member
+// wikitext-2-raw-v1: the zip llama.cpp uses, wikitext-2-raw-v1.zip of the Hub dataset ggml-org/ci,
+//   fetched like a model file (model/hub/hf_hub.h: HF_ENDPOINT for a mirror, HF_TOKEN, HF_HUB_OFFLINE,
+//   the Hugging Face cache); $KVGRID_WIKITEXT_URL fetches a plain URL instead; member
 //   wikitext-2-raw/wiki.{test,valid,train}.raw is turned into the Hugging Face rows (one per line
 //   with its newline, whitespace-only lines as "") joined with "\n\n" — byte for byte the text of
 //   "\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split=...)["text"]).
 // pg19: one book, {base}/{split}/{id}.txt with base $KVGRID_PG19_URL_BASE or
-//   https://storage.googleapis.com/deepmind-gutenberg; newlines normalised like Python's text mode.
+//   https://storage.googleapis.com/deepmind-gutenberg (not a Hub file: HF_ENDPOINT does not move it);
+//   newlines normalised like Python's text mode.
 //
 // Cache: {cache_dir}/wikitext-2-raw-v1/{split}.txt and {cache_dir}/pg19/{split}/{id}.txt, each
 // with a sha256sum-style sidecar "<file>.sha256" written after the file. A cached file whose
