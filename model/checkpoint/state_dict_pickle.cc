@@ -16,15 +16,18 @@
 namespace kvgrid {
 namespace {
 
-constexpr size_t kMaxStack = size_t{1} << 22;
-constexpr size_t kMaxMemo = size_t{1} << 22;
+constexpr size_t kMaxStack = size_t{1} << 20;
+constexpr size_t kMaxMemo = size_t{1} << 20;
+constexpr size_t kMaxValues = size_t{1} << 20;  // a 12B-parameter state dict needs ~20k
 constexpr int kMaxDepth = 64;  // nesting of containers (a state dict needs 4)
 constexpr size_t kMaxDims = 16;
 
 enum class Kind { kNone, kBool, kInt, kFloat, kString, kBytes, kTuple, kList, kDict, kGlobal, kStorage, kTensor };
 
+// Values live in the unpickler's arena and point at each other with plain pointers: a pickle can
+// make a container hold itself (through the memo), which reference counting would leak.
 struct Value;
-using ValuePtr = std::shared_ptr<Value>;
+using ValuePtr = Value*;
 
 struct Value {
   Kind kind = Kind::kNone;
@@ -34,7 +37,7 @@ struct Value {
   std::vector<ValuePtr> items;  // tuple, list; dict as key, value, key, value, ...
   int depth = 0;                // container nesting below this value
   StDtype dtype = StDtype::kF32;  // kStorage
-  PickledTensor tensor;         // kTensor (name empty)
+  std::unique_ptr<PickledTensor> tensor;  // kTensor (name empty)
 };
 
 const char* KindName(Kind k) {
@@ -86,6 +89,7 @@ class Unpickler {
       }
       RETURN_IF_ERROR(Step(op));
       if (stack_.size() > kMaxStack) return Error("stack too deep");
+      if (arena_.size() > kMaxValues) return Error("too many objects for a state dict");
     }
   }
 
@@ -120,17 +124,18 @@ class Unpickler {
     return s;
   }
 
-  static ValuePtr Make(Kind k) {
-    auto v = std::make_shared<Value>();
+  ValuePtr Make(Kind k) {
+    arena_.push_back(std::make_unique<Value>());
+    Value* v = arena_.back().get();
     v->kind = k;
     return v;
   }
-  static ValuePtr Int(int64_t i) {
+  ValuePtr Int(int64_t i) {
     auto v = Make(Kind::kInt);
     v->i = i;
     return v;
   }
-  static ValuePtr Str(Kind k, std::string s) {
+  ValuePtr Str(Kind k, std::string s) {
     auto v = Make(k);
     v->s = std::move(s);
     return v;
@@ -248,7 +253,8 @@ class Unpickler {
       return Error("_rebuild_tensor_v2 called with the wrong argument types");
     }
     auto v = Make(Kind::kTensor);
-    PickledTensor& t = v->tensor;
+    v->tensor = std::make_unique<PickledTensor>();
+    PickledTensor& t = *v->tensor;
     t.storage_key = a[0]->s;
     t.dtype = a[0]->dtype;
     t.storage_numel = a[0]->i;
@@ -428,6 +434,7 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, ValuePtr> memo_;
   std::unordered_map<std::string, std::pair<StDtype, int64_t>> storages_;
+  std::vector<std::unique_ptr<Value>> arena_;
 };
 
 }  // namespace
@@ -453,7 +460,7 @@ absl::StatusOr<std::vector<PickledTensor>> ParseStateDictPickle(std::string_view
     if (!names.insert(key.s).second) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": data.pkl names tensor '", key.s, "' twice"));
     }
-    out.push_back(val.tensor);
+    out.push_back(*val.tensor);
     out.back().name = key.s;
   }
   return out;
