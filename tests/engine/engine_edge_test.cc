@@ -230,6 +230,42 @@ TEST(BadInput, ShapeMismatchWithConfigIsAnError) {
   EXPECT_NE(std::string(m.status().message()).find("dense_h_to_4h"), std::string::npos) << m.status();
 }
 
+// tie_word_embeddings: a checkpoint without embed_out.weight uses embed_in as the LM head; it
+// computes exactly what an untied checkpoint whose embed_out is a copy of embed_in computes.
+TEST(Config, TiedEmbeddingsUseTheInputEmbeddingAsLmHead) {
+  TempDir tied, untied;
+  std::ifstream in(kModel + "/config.json");
+  std::string cfg((std::istreambuf_iterator<char>(in)), {});
+  const std::string untied_key = "\"tie_word_embeddings\": false";
+  auto pos = cfg.find(untied_key);
+  ASSERT_NE(pos, std::string::npos);
+  std::ofstream(untied.str() + "/config.json") << cfg;
+  std::ofstream(tied.str() + "/config.json") << cfg.replace(pos, untied_key.size(), "\"tie_word_embeddings\": true");
+  auto src = SafetensorsFile::Open(kModel + "/model.safetensors");
+  ASSERT_TRUE(src.ok());
+  std::vector<StWriteTensor> with_copy, without;
+  const StTensorInfo* embed = (*src)->Find("gpt_neox.embed_in.weight");
+  ASSERT_NE(embed, nullptr);
+  for (const auto& [name, info] : (*src)->tensors()) {
+    const void* data = name == "embed_out.weight" ? (*src)->DataOf(*embed) : (*src)->DataOf(info);
+    with_copy.push_back({name, info.dtype, info.shape, data});
+    if (name != "embed_out.weight") without.push_back({name, info.dtype, info.shape, data});
+  }
+  ASSERT_TRUE(WriteSafetensors(untied.str() + "/model.safetensors", with_copy, {}).ok());
+  ASSERT_TRUE(WriteSafetensors(tied.str() + "/model.safetensors", without, {}).ok());
+  auto a = GptNeoxModel::Load(tied.str(), torch::kFloat32, torch::kCPU);
+  auto b = GptNeoxModel::Load(untied.str(), torch::kFloat32, torch::kCPU);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  const std::vector<int64_t> ids = SomeIds(12);
+  torch::Tensor la = StreamLogits(**a, ids, PositionMode::kOriginal, nullptr);
+  torch::Tensor lb = StreamLogits(**b, ids, PositionMode::kOriginal, nullptr);
+  EXPECT_TRUE(torch::equal(la, lb));
+  // And the untied original differs (the test would pass vacuously otherwise).
+  torch::Tensor orig = StreamLogits(*Load(), ids, PositionMode::kOriginal, nullptr);
+  EXPECT_FALSE(torch::allclose(la, orig));
+}
+
 TEST(BadInput, CudaRequestOnCpuBuildIsAClearError) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "CUDA present";
   auto d = ParseDevice("cuda");
