@@ -162,8 +162,7 @@ class Unpickler {
     stack_.resize(m);
     return items;
   }
-  // Adds `child` to container `v`, keeping the nesting bounded (deep nesting would make the
-  // recursive destruction of the values overflow the stack).
+  // Adds `child` to container `v`, keeping the nesting bounded (a state dict nests 4 deep).
   absl::Status Adopt(Value& v, ValuePtr child) {
     v.depth = std::max(v.depth, child->depth + 1);
     if (v.depth > kMaxDepth) return Error("containers nested too deeply");
