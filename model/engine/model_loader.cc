@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/cache_dir.h"
 #include "common/status_macros.h"
 #include "model/hub/hf_hub.h"
 #include "model/pythia_presets.h"
@@ -84,10 +85,7 @@ absl::StatusOr<std::string> ResolveModelPath(const std::string& id_or_dir, const
     if (!config.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("model '", id_or_dir, "': ", config.status().message()));
     }
-    const char* cache = std::getenv("KVGRID_CACHE");
-    const char* home = std::getenv("HOME");
-    std::string root = cache ? cache : absl::StrCat(home ? home : "/tmp", "/.cache/kvgrid");
-    std::string dir = absl::StrCat(root, "/models/random-", preset, "-seed0");
+    std::string dir = absl::StrCat(KvgridCacheDir(), "/models/random-", preset, "-seed0");
     if (!fs::exists(dir + "/model.safetensors")) {
       std::string tmp = dir + ".tmp" + std::to_string(::getpid());
       RETURN_IF_ERROR(WriteRandomModel(*config, tmp, "float16", 0, BundledTokenizerPath()));

@@ -1,7 +1,7 @@
 // Resolves "a model" the way every command and the worker accept it: a local Hugging Face model
 // directory, a Hub id (downloaded into the standard HF cache, see model/hub/hf_hub.h), or
 // "random:PRESET" (a random checkpoint with the exact shape of a Pythia size, model/pythia_presets.h,
-// generated once into $KVGRID_CACHE/models, for offline speed work; its PPL is meaningless).
+// generated once into KvgridCacheDir()/models (common/cache_dir.h), for offline speed work; its PPL is meaningless).
 #pragma once
 
 #include <memory>

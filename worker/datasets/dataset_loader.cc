@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/atomic_file.h"
+#include "common/cache_dir.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "common/zip_archive.h"
@@ -245,14 +246,7 @@ absl::StatusOr<std::string> LoadLocal(const DatasetRequest& r) {
 
 std::vector<std::string> KnownDatasets() { return {kWikitext, kPg19}; }
 
-std::string DefaultDatasetCacheDir() {
-  std::string root = Env("KVGRID_CACHE");
-  if (!root.empty()) return root + "/datasets";
-  std::string xdg = Env("XDG_CACHE_HOME");
-  if (!xdg.empty()) return xdg + "/kvgrid/datasets";
-  std::string home = Env("HOME");
-  return (home.empty() ? std::string("/tmp") : home) + "/.cache/kvgrid/datasets";
-}
+std::string DefaultDatasetCacheDir() { return KvgridCacheDir() + "/datasets"; }
 
 std::string NormalizeNewlines(absl::string_view text) {
   if (text.find('\r') == absl::string_view::npos) return std::string(text);
