@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <sqlite3.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <chrono>
@@ -149,13 +150,57 @@ bool IsBusy(int rc) {
   return primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
 }
 
+// Free bytes on the filesystem holding `path`, or -1.
+int64_t FreeBytesNear(const std::string& path) {
+  std::string dir = path;
+  const size_t slash = dir.rfind('/');
+  dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : dir.substr(0, slash));
+  struct statvfs v;
+  if (::statvfs(dir.c_str(), &v) != 0) return -1;
+  return static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
+}
+
+std::string HumanBytes(int64_t b) {
+  if (b < 0) return "unknown";
+  if (b < (1 << 20)) return absl::StrFormat("%.1f KiB", b / 1024.0);
+  if (b < (int64_t{1} << 30)) return absl::StrFormat("%.1f MiB", b / 1048576.0);
+  return absl::StrFormat("%.2f GiB", b / 1073741824.0);
+}
+
+// SQLite failures as kvgrid reports them, by what the user can do about them:
+//   disk full, I/O error, read-only, cannot open, busy past the timeout -> Unavailable (the
+//   store may work again: callers retry; the coordinator stops leasing meanwhile);
+//   corrupt / not a database -> DataLoss (nothing more is trusted from the file);
+//   anything else -> Internal. Messages name the database file.
 absl::Status SqlError(sqlite3* db, int rc, absl::string_view what) {
-  if (IsBusy(rc)) {
-    return absl::UnavailableError(
-        absl::StrCat("sqlite busy while ", what, " (another connection holds the write lock)"));
+  const std::string file = db != nullptr && sqlite3_db_filename(db, "main") != nullptr
+                               ? std::string(sqlite3_db_filename(db, "main")) : std::string("(database)");
+  const std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(absl::StrCat(
+          "database ", file, " busy while ", what, " (another connection holds the write lock)"));
+    case SQLITE_FULL:
+      return absl::UnavailableError(absl::StrCat("database ", file, ": disk full while ", what, " (",
+                                                 HumanBytes(FreeBytesNear(file)), " free on its filesystem)"));
+    case SQLITE_IOERR:
+      return absl::UnavailableError(absl::StrCat("database ", file, ": I/O error while ", what, " (",
+                                                 detail, ", code ", rc, ")"));
+    case SQLITE_READONLY:
+      return absl::UnavailableError(absl::StrCat("database ", file, ": read-only while ", what,
+                                                 " (the file or its filesystem does not accept writes)"));
+    case SQLITE_CANTOPEN:
+      return absl::UnavailableError(absl::StrCat("database ", file, ": cannot open a file it needs while ",
+                                                 what, " (", detail, ")"));
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(absl::StrCat(
+          "database ", file, " is corrupt (", detail, " while ", what, "); its results are not trusted: check it with `kvgrid db check ",
+          file, "` and recover what is readable with `kvgrid db recover ", file, " --out NEW.db`"));
+    default:
+      return absl::InternalError(absl::StrCat("database ", file, ": sqlite error while ", what, ": ", detail));
   }
-  return absl::InternalError(absl::StrCat("sqlite error while ", what, ": ",
-                                          db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
 }
 
 // A prepared statement with sequential binding.
@@ -237,20 +282,20 @@ absl::Status ExecScript(sqlite3* db, const char* sql, absl::string_view what) {
   char* err = nullptr;
   int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
   if (rc != SQLITE_OK) {
-    std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
-    if (IsBusy(rc)) return SqlError(db, rc, what);
-    return absl::InternalError(absl::StrCat("sqlite error while ", what, ": ", msg));
+    return SqlError(db, sqlite3_extended_errcode(db) != SQLITE_OK ? sqlite3_extended_errcode(db) : rc, what);
   }
   return absl::OkStatus();
 }
 
 // Runs `sql` (BEGIN IMMEDIATE / COMMIT), retrying while another connection holds the lock.
+// Only "busy" is retried here: after a failed COMMIT for any other reason (disk full, I/O error)
+// SQLite has rolled the transaction back, and the caller must see that error.
 absl::Status ExecWithRetry(sqlite3* db, const char* sql, absl::string_view what) {
   absl::Status st;
   for (int i = 0; i < kBusyRetries; ++i) {
     st = ExecScript(db, sql, what);
-    if (!absl::IsUnavailable(st)) return st;
+    if (st.ok() || !IsBusy(sqlite3_extended_errcode(db))) return st;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return st;
@@ -516,6 +561,20 @@ int64_t WallNowMs() {
       .count();
 }
 
+// PRAGMA quick_check (or integrity_check): OK, or DataLoss listing the first problems.
+absl::Status QuickCheck(sqlite3* db, const char* pragma = "PRAGMA quick_check(5)") {
+  Stmt q(db, pragma);
+  std::vector<std::string> problems;
+  while (true) {
+    absl::StatusOr<bool> row = q.Step();
+    if (!row.ok()) return absl::DataLossError(row.status().message());
+    if (!*row) break;
+    problems.push_back(q.Text(0));
+  }
+  if (problems.size() == 1 && problems[0] == "ok") return absl::OkStatus();
+  return absl::DataLossError(absl::StrJoin(problems, "; "));
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------
@@ -557,6 +616,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, Open
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
   sqlite3_extended_result_codes(db, 1);
   auto with_path = [&](const absl::Status& st) {
+    if (absl::StrContains(st.message(), path)) return st;
     return absl::Status(st.code(), absl::StrCat("database ", path, ": ", st.message()));
   };
   absl::Status st = ExecScript(db, "PRAGMA foreign_keys = ON", "enabling foreign keys");
@@ -567,7 +627,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, Open
     // WAL + synchronous=NORMAL: a committed transaction survives the coordinator being killed
     // (kill -9); only an OS crash or power loss can roll back the last few commits, which at
     // worst re-runs a run (never duplicates a result). FULL would fsync on every claim.
-    st = ExecWithRetry(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+    // The WAL is checkpointed every 1000 pages (and when the coordinator is idle) and truncated
+    // to 64 MiB after each checkpoint, so it stays bounded however long a grid runs.
+    st = ExecWithRetry(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+                           "PRAGMA wal_autocheckpoint = 1000; PRAGMA journal_size_limit = 67108864;",
                        "enabling WAL");
   }
   if (!st.ok()) {
@@ -580,6 +643,16 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, Open
   auto version_or = ReadSchemaVersion(db);
   if (!version_or.ok()) return with_path(version_or.status());
   int version = *version_or;
+  if (version > 0) {
+    // A damaged file is refused before anything is read from it or reported.
+    absl::Status check = QuickCheck(db);
+    if (!check.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "database ", path, " is corrupt (", check.message(), "); nothing was read from it. Check it with "
+          "`kvgrid db check ", path, "` and recover what is readable into a new file with `kvgrid db recover ",
+          path, " --out NEW.db` (the damaged file is left as it is)"));
+    }
+  }
   if (version > kStoreSchemaVersion) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "database %s has schema version %d, written by a newer kvgrid; this kvgrid supports up to "
@@ -644,16 +717,46 @@ absl::StatusOr<int> Store::SchemaVersion() {
   return ReadSchemaVersion(db_);
 }
 
-// Runs `body` inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error). Caller holds mu_.
-static absl::Status InWriteTxn(sqlite3* db, const std::function<absl::Status()>& body) {
-  RETURN_IF_ERROR(ExecWithRetry(db, "BEGIN IMMEDIATE", "starting a write transaction"));
-  absl::Status st = body();
+// Runs `body` inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) and records whether the
+// database took the write (health()). Caller holds mu_.
+absl::Status Store::WriteTxn(const std::function<absl::Status()>& body) {
+  const int64_t changes_before = sqlite3_total_changes64(db_);
+  absl::Status st = ExecWithRetry(db_, "BEGIN IMMEDIATE", "starting a write transaction");
   if (st.ok()) {
-    st = ExecWithRetry(db, "COMMIT", "committing");
-    if (st.ok()) return st;
+    st = body();
+    if (st.ok()) st = ExecWithRetry(db_, "COMMIT", "committing");
+    if (!st.ok()) ExecScript(db_, "ROLLBACK", "rolling back").IgnoreError();
   }
-  ExecScript(db, "ROLLBACK", "rolling back").IgnoreError();
+  // Only a transaction that wrote something proves the store healthy again (an empty commit
+  // succeeds on a full disk).
+  if (!st.ok() || sqlite3_total_changes64(db_) > changes_before) NoteWrite(st);
   return st;
+}
+
+absl::Status Store::Checkpoint() {
+  RETURN_IF_ERROR(RequireWritable(mode_, path_));
+  std::lock_guard<std::mutex> lock(mu_);
+  return ExecScript(db_, "PRAGMA wal_checkpoint(PASSIVE)", "checkpointing the WAL");
+}
+
+void Store::NoteWrite(const absl::Status& st) {
+  const bool fault = absl::IsUnavailable(st) || absl::IsDataLoss(st) || absl::IsInternal(st);
+  std::lock_guard<std::mutex> lock(health_mu_);
+  if (st.ok()) {
+    health_.ok = true;
+    health_.problem.clear();
+    health_.since_ms = 0;
+  } else if (fault) {
+    if (health_.ok) health_.since_ms = WallNowMs();
+    health_.ok = false;
+    health_.problem = std::string(st.message());
+    ++health_.failed_writes;
+  }
+}
+
+StoreHealth Store::health() const {
+  std::lock_guard<std::mutex> lock(health_mu_);
+  return health_;
 }
 
 // A consistent snapshot for multi-query reads. Caller holds mu_.
@@ -710,7 +813,7 @@ absl::StatusOr<SubmitOutcome> Store::SubmitExperiment(const std::string& name,
     return absl::OkStatus();
   };
 
-  absl::Status st = InWriteTxn(db_, [&]() -> absl::Status {
+  absl::Status st = WriteTxn([&]() -> absl::Status {
     Stmt find(db_, "SELECT id, grid_hash FROM experiments WHERE name = ?");
     find.Bind(name);
     ASSIGN_OR_RETURN(bool exists, find.Step());
@@ -801,7 +904,7 @@ absl::StatusOr<std::optional<LeasedRun>> Store::ClaimNextRun(const std::string& 
   std::vector<std::string> devices = AcceptedDevices(device);
   std::lock_guard<std::mutex> lock(mu_);
   std::optional<LeasedRun> leased;
-  absl::Status st = InWriteTxn(db_, [&]() -> absl::Status {
+  absl::Status st = WriteTxn([&]() -> absl::Status {
     Stmt pick(db_, R"sql(
       SELECT r.id, r.run_key, e.name, r.spec_json, r.attempt
       FROM runs r JOIN experiments e ON e.id = r.experiment_id
@@ -847,7 +950,7 @@ absl::Status Store::ExtendLease(const std::string& lease_id, int64_t now_ms, int
                                 double progress, const std::string& phase) {
   RETURN_IF_ERROR(RequireWritable(mode_, path_));
   std::lock_guard<std::mutex> lock(mu_);
-  return InWriteTxn(db_, [&]() -> absl::Status {
+  return WriteTxn([&]() -> absl::Status {
     Stmt q(db_, R"sql(
       SELECT l.run_id, l.outcome, r.status, r.lease_id, r.run_key
       FROM leases l JOIN runs r ON r.id = l.run_id WHERE l.lease_id = ?)sql");
@@ -893,7 +996,7 @@ absl::StatusOr<CompleteOutcome> Store::CompleteRun(int64_t run_id, int attempt,
   RETURN_IF_ERROR(RequireWritable(mode_, path_));
   std::lock_guard<std::mutex> lock(mu_);
   CompleteOutcome out;
-  absl::Status st = InWriteTxn(db_, [&]() -> absl::Status {
+  absl::Status st = WriteTxn([&]() -> absl::Status {
     Stmt lq(db_, "SELECT run_id, attempt, outcome FROM leases WHERE lease_id = ?");
     lq.Bind(lease_id);
     ASSIGN_OR_RETURN(bool has_lease, lq.Step());
@@ -996,7 +1099,7 @@ absl::Status Store::FailRun(int64_t run_id, int attempt, const std::string& leas
                             const std::string& error, bool retryable, int64_t now_ms) {
   RETURN_IF_ERROR(RequireWritable(mode_, path_));
   std::lock_guard<std::mutex> lock(mu_);
-  return InWriteTxn(db_, [&]() -> absl::Status {
+  return WriteTxn([&]() -> absl::Status {
     Stmt q(db_, R"sql(
       SELECT status, lease_id, attempt, attempt_base, max_attempts, run_key FROM runs
       WHERE id = ?)sql");
@@ -1040,7 +1143,7 @@ absl::Status Store::FailRun(int64_t run_id, int attempt, const std::string& leas
 absl::Status Store::ReleaseRun(const std::string& lease_id, int64_t now_ms) {
   RETURN_IF_ERROR(RequireWritable(mode_, path_));
   std::lock_guard<std::mutex> lock(mu_);
-  return InWriteTxn(db_, [&]() -> absl::Status {
+  return WriteTxn([&]() -> absl::Status {
     Stmt q(db_, "SELECT id FROM runs WHERE lease_id = ? AND status = 'running'");
     q.Bind(lease_id);
     ASSIGN_OR_RETURN(bool row, q.Step());
@@ -1067,7 +1170,7 @@ absl::StatusOr<int> Store::ExpireLeases(int64_t now_ms) {
   RETURN_IF_ERROR(RequireWritable(mode_, path_));
   std::lock_guard<std::mutex> lock(mu_);
   int expired = 0;
-  absl::Status st = InWriteTxn(db_, [&]() -> absl::Status {
+  absl::Status st = WriteTxn([&]() -> absl::Status {
     struct Row {
       int64_t id, experiment_id, used, max_attempts, base;
       std::string lease_id, worker_id;
@@ -1124,7 +1227,7 @@ absl::StatusOr<int> Store::CancelExperiment(const std::string& name, int64_t now
   RETURN_IF_ERROR(RequireWritable(mode_, path_));
   std::lock_guard<std::mutex> lock(mu_);
   int cancelled = 0;
-  absl::Status st = InWriteTxn(db_, [&]() -> absl::Status {
+  absl::Status st = WriteTxn([&]() -> absl::Status {
     Stmt find(db_, "SELECT id FROM experiments WHERE name = ?");
     find.Bind(name);
     ASSIGN_OR_RETURN(bool row, find.Step());
@@ -1157,7 +1260,7 @@ absl::Status Store::UpsertWorker(const WorkerInfo& info) {
   RETURN_IF_ERROR(RequireWritable(mode_, path_));
   if (info.id.empty()) return absl::InvalidArgumentError("UpsertWorker: empty worker id");
   std::lock_guard<std::mutex> lock(mu_);
-  return InWriteTxn(db_, [&]() -> absl::Status {
+  return WriteTxn([&]() -> absl::Status {
     Stmt st(db_, R"sql(
       INSERT INTO workers(id, host, device, device_name, info_json, registered_at,
                           last_heartbeat_at, status)
@@ -1177,7 +1280,7 @@ absl::Status Store::UpsertWorker(const WorkerInfo& info) {
 absl::Status Store::WorkerHeartbeat(const std::string& worker_id, int64_t now_ms) {
   RETURN_IF_ERROR(RequireWritable(mode_, path_));
   std::lock_guard<std::mutex> lock(mu_);
-  return InWriteTxn(db_, [&]() -> absl::Status {
+  return WriteTxn([&]() -> absl::Status {
     Stmt st(db_, R"sql(
       UPDATE workers SET last_heartbeat_at = ?,
         status = CASE WHEN status != 'gone' THEN status
@@ -1199,7 +1302,7 @@ absl::Status Store::MarkWorker(const std::string& worker_id, const std::string& 
         absl::StrCat("MarkWorker: status must be idle, busy, draining or gone, got '", status, "'"));
   }
   std::lock_guard<std::mutex> lock(mu_);
-  return InWriteTxn(db_, [&]() -> absl::Status {
+  return WriteTxn([&]() -> absl::Status {
     Stmt st(db_, status == "gone"
                      ? "UPDATE workers SET status = ?, current_run_id = NULL WHERE id = ?"
                      : "UPDATE workers SET status = ? WHERE id = ?");

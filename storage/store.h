@@ -77,6 +77,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -191,6 +192,15 @@ struct QueryTable {
   std::vector<std::vector<QueryCell>> rows;
 };
 
+// Whether the database takes writes, from the last write transaction: after a failure (disk
+// full, I/O error, read-only, corrupt, busy past the timeout) `problem` says what and where.
+struct StoreHealth {
+  bool ok = true;
+  std::string problem;        // the last failed write's error ("" when ok)
+  int64_t since_ms = 0;       // wall ms of the first failure of this spell (0 when ok)
+  int64_t failed_writes = 0;  // over the store's life
+};
+
 class Store {
  public:
   // Opens (kReadWrite: creates and migrates) the database at `path`. Errors name the path:
@@ -203,6 +213,7 @@ class Store {
 
   const std::string& path() const { return path_; }
   bool read_only() const { return mode_ == OpenMode::kReadOnly; }
+  StoreHealth health() const;  // thread-safe, never blocks on a write in progress
   absl::StatusOr<int> SchemaVersion();
 
   // ----- writes (coordinator) -----
@@ -270,6 +281,10 @@ class Store {
   // status: idle | busy | draining | gone ("gone" also clears current_run_id).
   absl::Status MarkWorker(const std::string& worker_id, const std::string& status);
 
+  // Copies the WAL into the database file (PASSIVE: never waits for readers); the coordinator
+  // calls it when idle so the WAL stays small.
+  absl::Status Checkpoint();
+
   // ----- reads -----
   absl::StatusOr<std::vector<ExperimentView>> ListExperiments();        // newest first, with counts
   absl::StatusOr<ExperimentView> GetExperiment(const std::string& name);  // NotFound
@@ -287,11 +302,16 @@ class Store {
  private:
   Store(std::string path, OpenMode mode, sqlite3* db);
 
+  absl::Status WriteTxn(const std::function<absl::Status()>& body);  // caller holds mu_
+  void NoteWrite(const absl::Status& st);
+
   std::string path_;
   OpenMode mode_;
   sqlite3* db_ = nullptr;
   sqlite3* query_db_ = nullptr;  // read-only connection for ExecuteReadOnlyQuery
   std::mutex mu_;
+  mutable std::mutex health_mu_;
+  StoreHealth health_;
 };
 
 // Default database path for CLI commands: $KVGRID_DB, else "./kvgrid.db".
