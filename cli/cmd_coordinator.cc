@@ -1,7 +1,7 @@
 // `kvgrid coordinator`: serves the Coordinator gRPC service over the SQLite results database
 // (the only process that opens it). Listens on 127.0.0.1:50051 unless told otherwise; every call
 // must carry the bearer token; TLS with --tls-cert/--tls-key. SIGINT/SIGTERM stop it cleanly
-// (restarting it resumes every unfinished experiment).
+// (restarting it resumes every unfinished experiment); a second signal exits at once.
 #include <CLI/CLI.hpp>
 
 #include <csignal>
@@ -94,8 +94,13 @@ int RunCoordinator(const CoordinatorFlags& f) {
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
-  SignalWatcher signals([&](int signo, int) {
-    LogLine(absl::StrCat(signo == SIGINT ? "SIGINT" : "SIGTERM", ": shutting down"));
+  SignalWatcher signals([&](int signo, int count) {
+    if (count >= 2) {  // a second signal: now, whatever the database is doing (WAL: committed is safe)
+      LogLine("second signal: exiting now");
+      std::fflush(stderr);
+      std::_Exit(130);
+    }
+    LogLine(absl::StrCat(signo == SIGINT ? "SIGINT" : "SIGTERM", ": shutting down (again to exit at once)"));
     std::lock_guard<std::mutex> lock(mu);
     stop = true;
     cv.notify_all();

@@ -4,7 +4,10 @@
 // the same gRPC path as `kvgrid submit`, shows progress, then prints the markdown report.
 // Resubmitting the same grid to the same database reuses finished runs (--force reruns them).
 #include <CLI/CLI.hpp>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <chrono>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cli/command_registry.h"
 #include "coordinator/client.h"
@@ -48,6 +52,7 @@ struct RunFlags {
   std::string plots_dir;
   bool force = false;
   bool verbose = false;
+  double store_timeout_s = 600;
 };
 
 int Fail(const absl::Status& st) {
@@ -89,6 +94,35 @@ absl::Status PrefetchModels(const Grid& grid) {
     }
   }
   return absl::OkStatus();
+}
+
+std::string LocalHostName() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+// The id prefix of this machine's `kvgrid run` workers: "local-HOST-" then "PID-I:DEVICE".
+std::string LocalWorkerPrefix() { return absl::StrCat("local-", LocalHostName(), "-"); }
+
+// Runs left running by an earlier `kvgrid run` on this machine whose process is gone (killed,
+// or it exited while the database refused writes) are handed back now instead of waiting for
+// their leases to expire. Their finished results, if any, come from the spool and are still
+// accepted (once). Returns how many were handed back.
+int ReleaseStaleLocalLeases(Store& store, const std::string& experiment) {
+  auto runs = store.ListRuns(experiment);
+  if (!runs.ok()) return 0;
+  const std::string prefix = LocalWorkerPrefix();
+  int released = 0;
+  for (const RunView& r : *runs) {
+    if (r.status != "running" || r.lease_id.empty() || !absl::StartsWith(r.worker_id, prefix)) continue;
+    int64_t pid = 0;
+    std::string rest = r.worker_id.substr(prefix.size());
+    if (!absl::SimpleAtoi(rest.substr(0, rest.find('-')), &pid) || pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still alive
+    if (store.ReleaseRun(r.lease_id, rpc::NowMs()).ok()) ++released;
+  }
+  return released;
 }
 
 v1::ExperimentStatus ToStatus(const ProgressView& p) {
@@ -151,19 +185,27 @@ int RunAllInOne(const RunFlags& f) {
     wopt.coordinator = (*server)->address();
     wopt.token = copt.token;
     wopt.device = device;
-    wopt.worker_id = absl::StrCat("local-", ::getpid(), "-", i, ":", device);
+    wopt.worker_id = absl::StrCat(LocalWorkerPrefix(), ::getpid(), "-", i, ":", device);
     wopt.lease_wait_ms = 1000;
     wopt.drain_timeout_ms = 0;
+    wopt.spool_dir = db + ".spool";  // results the database could not take yet survive an exit
     wopt.log = log;
     daemons.push_back(std::make_unique<WorkerDaemon>(wopt, executors[i].get()));
   }
   SignalWatcher signals([&](int, int count) {
     interrupted.store(true);
-    std::fprintf(stderr, "\nkvgrid run: interrupted; handing back running runs (they resume "
-                         "with the next `kvgrid run` of this grid on %s)\n", db.c_str());
-    for (auto& d : daemons) {
-      if (count == 1) d->Drain(); else d->Stop();
+    if (count >= 2) {
+      // A second signal ends the process now, whatever the database is doing: committed results
+      // are safe (WAL), results not yet taken wait in the spool for the next run.
+      std::fprintf(stderr, "\nkvgrid run: second interrupt: exiting now (results not yet stored "
+                           "wait in %s.spool for the next `kvgrid run`)\n", db.c_str());
+      std::fflush(stderr);
+      std::_Exit(130);
     }
+    std::fprintf(stderr, "\nkvgrid run: interrupted; handing back running runs (they resume "
+                         "with the next `kvgrid run` of this grid on %s; interrupt again to exit "
+                         "at once)\n", db.c_str());
+    for (auto& d : daemons) d->Drain();
   });
   std::vector<std::thread> threads;
   std::vector<absl::Status> worker_status(n_workers);
@@ -187,9 +229,17 @@ int RunAllInOne(const RunFlags& f) {
   if (!submitted.ok()) {
     rc = Fail(submitted.status());
   } else {
-    std::fprintf(stderr, "kvgrid run: %s: %d runs (%d to run, %d reused from %s), %d worker(s) on %s\n",
-                 submitted->experiment().c_str(), submitted->total(),
-                 submitted->planned() + submitted->requeued(), submitted->reused_done(),
+    if (int n = ReleaseStaleLocalLeases((*server)->store(), submitted->experiment()); n > 0) {
+      std::fprintf(stderr, "kvgrid run: %d run(s) left running by an earlier `kvgrid run` that is gone: planned again\n", n);
+    }
+    // Counted from the database, not from what this submission changed: after an interrupted
+    // run, runs still planned from before are to run too.
+    auto counts = (*server)->store().Progress(submitted->experiment());
+    const int already_done = counts.ok() ? counts->done : submitted->reused_done();
+    const int to_run = counts.ok() ? counts->planned + counts->running
+                                   : submitted->planned() + submitted->requeued();
+    std::fprintf(stderr, "kvgrid run: %s: %d runs (%d to run, %d already done in %s), %d worker(s) on %s\n",
+                 submitted->experiment().c_str(), submitted->total(), to_run, already_done,
                  db.c_str(), n_workers, device.c_str());
     const bool tty = ::isatty(STDERR_FILENO) != 0;
     std::string last;
@@ -201,12 +251,28 @@ int RunAllInOne(const RunFlags& f) {
       }
       v1::ExperimentStatus e = ToStatus(*progress);
       std::string line = ProgressLine(e);
+      const StoreHealth health = (*server)->store().health();
+      const int64_t now = rpc::NowMs();
+      std::string key = line;  // a log (not a terminal) gets a line when this changes
+      if (!health.ok) {
+        absl::StrAppend(&line, " · ", StoreProblemLine(health.problem, health.since_ms, now));
+        absl::StrAppend(&key, health.problem, (now - health.since_ms) / 60000);
+        if (now - health.since_ms > static_cast<int64_t>(f.store_timeout_s * 1000)) {
+          if (tty) std::fprintf(stderr, "\n");
+          rc = Fail(absl::UnavailableError(absl::StrCat(
+              "the results database has not accepted writes for ", (now - health.since_ms) / 1000,
+              " s (--store-timeout ", f.store_timeout_s, " s): ", health.problem,
+              ". Handing back; finished results not yet stored wait in ", db, ".spool and are "
+              "offered again by the next `kvgrid run` of this grid, after you fix the cause")));
+          break;
+        }
+      }
       if (tty) {
         std::fprintf(stderr, "\r%s\033[K", line.c_str());
-      } else if (line != last) {
+      } else if (key != last) {
         std::fprintf(stderr, "%s\n", line.c_str());
       }
-      last = line;
+      last = key;
       if (IsFinished(e)) {
         if (tty) std::fprintf(stderr, "\n");
         if (e.done() != e.total()) rc = 1;
@@ -278,6 +344,11 @@ std::function<int()> SetupRun(CLI::App& app) {
   sub->add_option("-o,--output", f->output, "write the markdown report here instead of stdout");
   sub->add_option("--plots", f->plots_dir, "also write SVG plots into this directory");
   sub->add_flag("--force", f->force, "rerun runs already finished in this database");
+  sub->add_option("--store-timeout", f->store_timeout_s,
+                  "seconds the database may refuse writes (disk full, I/O errors) before the run "
+                  "hands back and exits non-zero")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sub->add_flag("-v,--verbose", f->verbose, "log coordinator and worker events");
   return [f]() { return RunAllInOne(*f); };
 }

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/command_registry.h"
+#include "common/cache_dir.h"
 #include "proto/rpc_common.h"
 #include "worker/daemon/noop_executor.h"
 #include "worker/daemon/signal_watcher.h"
@@ -34,6 +35,7 @@ struct WorkerFlags {
   double drain_timeout_s = 20;
   int64_t lease_wait_ms = 10000;
   int64_t backoff_max_ms = 10000;
+  std::string spool_dir;
 };
 
 int RunWorker(const WorkerFlags& f) {
@@ -78,6 +80,7 @@ int RunWorker(const WorkerFlags& f) {
   opt.drain_timeout_ms = static_cast<int64_t>(f.drain_timeout_s * 1000);
   opt.lease_wait_ms = f.lease_wait_ms;
   opt.max_backoff_ms = f.backoff_max_ms;
+  opt.spool_dir = f.spool_dir.empty() ? KvgridCacheDir() + "/worker-spool" : f.spool_dir;
   auto daemon = std::make_unique<WorkerDaemon>(opt, executor.get());
 
   SignalWatcher signals([&](int signo, int count) {
@@ -86,6 +89,8 @@ int RunWorker(const WorkerFlags& f) {
     if (count == 1) {
       daemon->Drain();
     } else {
+      // At once: the running run is handed back, a result the coordinator has not taken stays
+      // in the spool for the next start.
       daemon->Stop();
     }
   });
@@ -132,6 +137,9 @@ std::function<int()> SetupWorker(CLI::App& app) {
   sub->add_option("--exit-when-idle", f->exit_when_idle_s,
                   "exit after this many seconds without work (0 = never; batch jobs)")
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--spool-dir", f->spool_dir,
+                  "finished results wait here (fsynced) until the coordinator takes them; offered "
+                  "again at the next start (default $KVGRID_CACHE/worker-spool, ~/.cache/kvgrid/worker-spool)");
   sub->add_option("--drain-timeout", f->drain_timeout_s,
                   "on SIGTERM: seconds to finish the current run before handing it back")
       ->capture_default_str()

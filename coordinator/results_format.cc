@@ -264,8 +264,19 @@ std::string ProgressLine(const v1::ExperimentStatus& e, int width) {
   return line;
 }
 
+std::string StoreProblemLine(const std::string& problem, int64_t since_ms, int64_t now_ms) {
+  if (problem.empty()) return "";
+  return absl::StrFormat("store NOT accepting writes for %.0f s (leasing paused, finished results "
+                         "held by their workers): %s",
+                         static_cast<double>(std::max<int64_t>(0, now_ms - since_ms)) / 1000.0, problem);
+}
+
 std::string FormatStatus(const v1::StatusResponse& status) {
   std::string out;
+  if (!status.store_problem().empty()) {
+    absl::StrAppend(&out, "WARNING: ", StoreProblemLine(status.store_problem(), status.store_problem_since_ms(),
+                                                        status.now_ms()), "\n\n");
+  }
   if (status.experiments_size() == 0) {
     out = "no experiments (submit one with `kvgrid submit GRID.yaml`)\n";
   } else {

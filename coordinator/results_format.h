@@ -38,6 +38,9 @@ absl::StatusOr<std::string> FormatResults(const v1::ResultsResponse& results,
 std::string FormatStatus(const v1::StatusResponse& status);
 
 // "[#########.........]  12/40 done, 2 running, 1 failed" (width = bar characters).
+// "store NOT accepting writes for N s (...): PROBLEM", or "" when `problem` is empty.
+std::string StoreProblemLine(const std::string& problem, int64_t since_ms, int64_t now_ms);
+
 std::string ProgressLine(const v1::ExperimentStatus& e, int width = 30);
 
 // True once the experiment has no planned or running run left.

@@ -119,21 +119,48 @@ void CoordinatorServer::ExpiryLoop() {
   const int64_t gone_ms = options_.worker_gone_ms > 0 ? options_.worker_gone_ms
                                                       : 3 * options_.lease_ms;
   int64_t last_worker_sweep = 0;
+  int64_t last_checkpoint = rpc::NowMs();
+  int64_t last_fault_log = 0;
+  bool faulted = false;
+  int64_t expire_after = 0;  // no lease expires before this (a grace period after a store fault)
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     cv_.wait_for(lock, std::chrono::milliseconds(interval), [&] { return stopping_; });
     if (stopping_) break;
     lock.unlock();
     const int64_t now = rpc::NowMs();
-    auto expired = store_->ExpireLeases(now);
+    // While the database refuses writes, heartbeats cannot be recorded either: no lease is
+    // expired then, nor for one lease period after it recovers (the workers' heartbeats catch up).
+    const StoreHealth health = store_->health();
+    if (!health.ok) {
+      if (!faulted || now - last_fault_log >= 60000) {
+        Log(absl::StrCat("store not accepting writes (", health.problem, "); leasing pauses, "
+                         "lease expiry is suspended, results are retried by the workers"));
+        last_fault_log = now;
+      }
+      faulted = true;
+    } else if (faulted) {
+      faulted = false;
+      expire_after = now + options_.lease_ms;
+      Log("store accepting writes again; leasing resumes");
+      service_->NotifyWork();
+    }
+    absl::StatusOr<int> expired = 0;
+    if (!faulted && now >= expire_after) expired = store_->ExpireLeases(now);
     if (!expired.ok()) {
-      Log(absl::StrCat("lease expiry failed: ", expired.status().message()));
+      if (!absl::IsUnavailable(expired.status())) {
+        Log(absl::StrCat("lease expiry failed: ", expired.status().message()));
+      }
     } else if (*expired > 0) {
       Log(absl::StrCat(*expired, " lease(s) expired; their runs are planned again (or failed "
                                  "after max_attempts)"));
       service_->NotifyWork();
     }
-    if (now - last_worker_sweep >= gone_ms / 2) {
+    if (!faulted && now - last_checkpoint >= 30000) {
+      last_checkpoint = now;
+      (void)store_->Checkpoint();  // keeps the WAL small; busy readers just make it partial
+    }
+    if (!faulted && now - last_worker_sweep >= gone_ms / 2) {
       last_worker_sweep = now;
       auto workers = store_->ListWorkers();
       if (workers.ok()) {

@@ -144,6 +144,11 @@ grpc::Status CoordinatorService::Status(ServerContext* ctx, const v1::StatusRequ
                                         v1::StatusResponse* resp) {
   KV_AUTH("Status");
   resp->set_now_ms(NowMs());
+  const StoreHealth health = store_->health();
+  if (!health.ok) {
+    resp->set_store_problem(health.problem);
+    resp->set_store_problem_since_ms(health.since_ms);
+  }
   if (!req->experiment().empty()) {
     auto exp = store_->GetExperiment(req->experiment());
     if (!exp.ok()) return StoreError(exp.status(), "Status");

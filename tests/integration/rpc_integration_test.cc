@@ -623,7 +623,7 @@ TEST_F(RpcIntegrationTest, RunCommandRunsAGridInOneProcess) {
   Process again({kCli, "run", grid, "--db", db_, "--executor", "noop"}, Path("run2.out"),
                 Path("run2.err"));
   ASSERT_EQ(again.Wait(60), 0) << again.err();
-  EXPECT_TRUE(absl::StrContains(again.err(), "6 reused")) << again.err();
+  EXPECT_TRUE(absl::StrContains(again.err(), "(0 to run, 6 already done")) << again.err();
   EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM result_records"), 6);
 }
 

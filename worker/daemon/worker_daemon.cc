@@ -10,7 +10,12 @@
 #include <exception>
 #include <random>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
+#include "common/atomic_file.h"
 #include "absl/strings/str_format.h"
 #include "proto/convert.h"
 
@@ -247,6 +252,7 @@ absl::Status WorkerDaemon::Run() {
       }
       NoteRecovered();
       ResetBackoff();
+      OfferSpooledResults();  // results an earlier daemon could not deliver come first
     }
 
     v1::LeaseRunRequest req;
@@ -455,6 +461,26 @@ void WorkerDaemon::ReportResult(const v1::Lease& lease, const std::string& run_k
   req.set_run_id(lease.run_id());
   req.set_attempt(lease.attempt());
   ToProto(result, req.mutable_result());
+  std::string spool_file;
+  if (!options_.spool_dir.empty()) {
+    spool_file = absl::StrCat(options_.spool_dir, "/", lease.lease_id(), ".result");
+    std::error_code ec;
+    std::filesystem::create_directories(options_.spool_dir, ec);
+    absl::Status st = WriteFileAtomically(spool_file, req.SerializeAsString());
+    if (!st.ok()) {
+      Log(absl::StrCat("run ", run_key, ": cannot spool the result (", st.message(), "); keeping it in memory"));
+      spool_file.clear();
+    }
+  }
+  if (!OfferResult(req, run_key, spool_file) && spool_file.empty()) {
+    // Stopped with nowhere to keep it: print the record so it is not lost.
+    Log(absl::StrCat("run ", run_key, " result NOT delivered (worker stopped before the "
+                     "coordinator took it); record: ", result.ToJson().dump()));
+  }
+}
+
+bool WorkerDaemon::OfferResult(const v1::CompleteRunRequest& req, const std::string& run_key,
+                               const std::string& spool_file) {
   const auto t0 = Clock::now();
   int tries = 0;
   while (true) {
@@ -471,12 +497,11 @@ void WorkerDaemon::ReportResult(const v1::Lease& lease, const std::string& run_k
         stats_.complete_rpc_ms += MsSince(t0);
         ++(resp.accepted() ? stats_.accepted : stats_.rejected);
       }
-      {
-        Log(absl::StrCat("run ", run_key, " result ", resp.accepted() ? "accepted" : "rejected",
-                         ": ", resp.reason(),
-                         tries > 1 ? absl::StrCat(" (after ", tries, " tries)") : ""));
-      }
-      return;
+      Log(absl::StrCat("run ", run_key, " result ", resp.accepted() ? "accepted" : "rejected",
+                       ": ", resp.reason(),
+                       tries > 1 ? absl::StrCat(" (after ", tries, " tries)") : ""));
+      if (!spool_file.empty()) ::unlink(spool_file.c_str());
+      return true;
     }
     if (!rpc::IsTransient(st) && !IsFatal(st)) {
       // NOT_FOUND / FAILED_PRECONDITION / INVALID_ARGUMENT: the coordinator will never take it.
@@ -484,23 +509,46 @@ void WorkerDaemon::ReportResult(const v1::Lease& lease, const std::string& run_k
                        st.error_message()));
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.rejected;
-      return;
+      if (!spool_file.empty()) ::unlink(spool_file.c_str());
+      return true;
     }
     NoteOutage(st, "CompleteRun");
-    bool stopping;
+    bool give_up;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      stopping = stop_;
+      give_up = stop_ || IsFatal(st) ||
+                (drain_ && rpc::NowMs() - drain_started_ms_ >= options_.drain_timeout_ms);
     }
-    if (stopping) {
-      // A forced stop while the coordinator is unreachable: print the record so it is not lost.
-      Log(absl::StrCat("run ", run_key, " result NOT delivered (worker stopped while the "
-                       "coordinator was unreachable); record: ",
-                       result.ToJson().dump()));
-      return;
+    if (give_up) {
+      if (!spool_file.empty()) {
+        Log(absl::StrCat("run ", run_key, ": result not yet taken (", st.error_message(),
+                         "); kept in ", spool_file, ", offered again when a worker starts with this spool"));
+      }
+      return false;
     }
-    int64_t delay = NextBackoff();
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+    Sleep(NextBackoff(), /*wake_on_drain=*/true);
+  }
+}
+
+void WorkerDaemon::OfferSpooledResults() {
+  if (options_.spool_dir.empty()) return;
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(options_.spool_dir, ec)) {
+    if (e.path().extension() == ".result") files.push_back(e.path().string());
+  }
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    v1::CompleteRunRequest req;
+    if (!req.ParseFromString(bytes.str())) {
+      Log(absl::StrCat("spooled result ", f, " is unreadable; left in place"));
+      continue;
+    }
+    req.set_worker_id(worker_id_);
+    Log(absl::StrCat("offering the spooled result of run ", req.run_id(), " (", f, ")"));
+    if (!OfferResult(req, absl::StrCat("#", req.run_id()), f)) return;
   }
 }
 

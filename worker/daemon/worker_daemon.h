@@ -7,7 +7,11 @@
 //  - The coordinator going away: every call is retried with exponential back-off and jitter;
 //    an unknown worker (coordinator with a new database) re-registers.
 //  - A computed result is never dropped: CompleteRun is retried until the coordinator answers
-//    (accepted, or rejected for good: duplicate / cancelled / superseded).
+//    (accepted, or rejected for good: duplicate / cancelled / superseded) — through outages of
+//    the coordinator and of its database (disk full, I/O errors answer UNAVAILABLE). With a
+//    spool_dir the request is first written there (fsynced) and removed once answered; a daemon
+//    that has to stop before that (drain timeout, Stop) leaves it, and the next daemon with the
+//    same spool_dir offers it again at start (the coordinator accepts it exactly once).
 //  - Executor failures become FailRun (retryable unless the error is InvalidArgument).
 //  - Drain() (SIGTERM): no new leases; the current run is finished if it ends within
 //    drain_timeout_ms, otherwise handed back (ReleaseRun, costs no attempt) and Run() returns.
@@ -45,7 +49,9 @@ struct WorkerDaemonOptions {
   int64_t rpc_timeout_ms = 15000;     // per call, on top of the long-poll wait
   int64_t initial_backoff_ms = 200;   // reconnect back-off: doubles up to max, with jitter
   int64_t max_backoff_ms = 10000;
-  int64_t drain_timeout_ms = 20000;   // Drain(): finish the current run within this, else hand back
+  int64_t drain_timeout_ms = 20000;   // Drain(): finish the current run within this, else hand back;
+                                      // also bounds offering a finished result while draining
+  std::string spool_dir;              // "" = results kept in memory only
   bool own_connection = true;         // a TCP connection of its own (several daemons per process)
   std::function<void(const std::string&)> log;  // null: stderr with a "[worker ID]" prefix
 };
@@ -99,6 +105,10 @@ class WorkerDaemon {
   absl::Status Register();
   void ExecuteLease(const v1::LeaseRunResponse& leased);
   void ReportResult(const v1::Lease& lease, const std::string& run_key, const RunResult& result);
+  // Offers `req` until answered; false when the daemon had to stop first (the spool file stays).
+  bool OfferResult(const v1::CompleteRunRequest& req, const std::string& run_key,
+                   const std::string& spool_file);
+  void OfferSpooledResults();
   void ReportFailure(const v1::Lease& lease, const std::string& run_key,
                      const absl::Status& error);
   bool HandBack(const v1::Lease& lease, const std::string& reason);
