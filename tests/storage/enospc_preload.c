@@ -4,6 +4,7 @@
  * database file and its -wal, -shm and -journal companions.
  *   KVGRID_FAULT_DB       absolute path of the database file
  *   KVGRID_FAULT_TRIGGER  while this file exists, those writes fail with ENOSPC
+ *   KVGRID_FAULT_ERRNO    "EIO" to fail them with EIO (an I/O error) instead
  * Used by tests/storage/store_faults_test.sh. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -14,6 +15,11 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+
+static int FaultErrno(void) {
+  const char* e = getenv("KVGRID_FAULT_ERRNO");
+  return e != NULL && strcmp(e, "EIO") == 0 ? EIO : ENOSPC;
+}
 
 static int IsFaultTarget(int fd) {
   const char* db = getenv("KVGRID_FAULT_DB");
@@ -37,7 +43,7 @@ ssize_t pwrite64(int fd, const void* buf, size_t count, off_t offset) {
   static ssize_t (*real)(int, const void*, size_t, off_t) = NULL;
   if (real == NULL) real = (ssize_t(*)(int, const void*, size_t, off_t))dlsym(RTLD_NEXT, "pwrite64");
   if (IsFaultTarget(fd)) {
-    errno = ENOSPC;
+    errno = FaultErrno();
     return -1;
   }
   return real(fd, buf, count, offset);
@@ -47,7 +53,7 @@ ssize_t write(int fd, const void* buf, size_t count) {
   static ssize_t (*real)(int, const void*, size_t) = NULL;
   if (real == NULL) real = (ssize_t(*)(int, const void*, size_t))dlsym(RTLD_NEXT, "write");
   if (fd > 2 && IsFaultTarget(fd)) {
-    errno = ENOSPC;
+    errno = FaultErrno();
     return -1;
   }
   return real(fd, buf, count);
@@ -58,7 +64,7 @@ int ftruncate64(int fd, off_t length) {
   if (real == NULL) real = (int (*)(int, off_t))dlsym(RTLD_NEXT, "ftruncate64");
   struct stat st;
   if (IsFaultTarget(fd) && fstat(fd, &st) == 0 && length > st.st_size) {
-    errno = ENOSPC;
+    errno = FaultErrno();
     return -1;
   }
   return real(fd, length);

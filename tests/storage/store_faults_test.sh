@@ -7,7 +7,7 @@
 #      duplicated, metrics as a fault-free grid's;
 #   B. the disk stays full: `kvgrid run --store-timeout` hands back and exits non-zero with the
 #      reason; the next `kvgrid run` (space back) finishes, spooled results delivered once;
-#   C. SIGTERM while the disk is full ends `kvgrid run` within seconds;
+#   C. SIGTERM while the database gets I/O errors (EIO) ends `kvgrid run` within seconds;
 #   D. a database with damaged pages: refused with its path and the way out before anything is
 #      reported; `kvgrid db check|recover|backup` (the damaged file is never modified).
 set -euo pipefail
@@ -110,14 +110,14 @@ fi
 echo "B ok: $spooled result(s) finished during the fault were spooled and delivered by the rerun"
 echo "B ok: rerun finished: $(grep -m1 "kvgrid run: faults" "$dir/b2.log")"
 
-# --- C: SIGTERM while the disk is full -----------------------------------------------------
+# --- C: SIGTERM while the database gets I/O errors ---------------------------------------------
 db=$dir/c.db
-LD_PRELOAD=$SHIM KVGRID_FAULT_DB=$db KVGRID_FAULT_TRIGGER=$dir/full \
+LD_PRELOAD=$SHIM KVGRID_FAULT_DB=$db KVGRID_FAULT_TRIGGER=$dir/full KVGRID_FAULT_ERRNO=EIO \
   "$KVGRID" run "$dir/grid.yaml" --executor noop --workers 2 --db "$db" > "$dir/c.out" 2> "$dir/c.log" &
 bg=$!
 wait_for 60 at_least_done "$db" 1 || fail "C: no run finished"
 touch "$dir/full"
-sleep 1
+wait_for 30 grep -q "I/O error" "$dir/c.log" || fail "C: the progress line never said 'I/O error'"
 kill -TERM "$bg"
 start=$SECONDS
 wait_for 15 exited "$bg" || fail "C: one SIGTERM did not end kvgrid run within 15 s while the disk was full"
