@@ -63,6 +63,18 @@ class NeoxTokenizerTest : public ::testing::Test {
     tokenizer_ = nullptr;
   }
   static const Tokenizer& tok() { return *tokenizer_; }
+  // Hugging Face's ids for `text`, id for id (the first difference named), and the decode gives
+  // the text back (NFC).
+  static void ExpectIdForIdAndRoundTrip(const std::string& text, const std::vector<int32_t>& expected) {
+    const std::vector<int32_t> ids = tok().Encode(text);
+    ASSERT_EQ(ids.size(), expected.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      ASSERT_EQ(ids[i], expected[i]) << "first difference at token " << i;
+    }
+    auto decoded = tok().Decode(ids);
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(*decoded, NormalizeNfc(text));
+  }
   static Tokenizer* tokenizer_;
 };
 Tokenizer* NeoxTokenizerTest::tokenizer_ = nullptr;
@@ -138,14 +150,7 @@ TEST_F(NeoxTokenizerTest, Wikitext20kIdForId) {
   const std::vector<int32_t> expected =
       ParseIds(ReadFile(kFixtures + "/tokenizer/wikitext-20k.ids"));
   ASSERT_EQ(expected.size(), 4477u);
-  const std::vector<int32_t> ids = tok().Encode(text);
-  ASSERT_EQ(ids.size(), expected.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    ASSERT_EQ(ids[i], expected[i]) << "first difference at token " << i;
-  }
-  auto decoded = tok().Decode(ids);
-  ASSERT_TRUE(decoded.ok());
-  EXPECT_EQ(*decoded, NormalizeNfc(text));
+  ExpectIdForIdAndRoundTrip(text, expected);
 }
 
 TEST_F(NeoxTokenizerTest, FullWikitextTestSplitCount) {
@@ -172,14 +177,7 @@ TEST_F(NeoxTokenizerTest, Pg19Book10146IdForId) {
   ASSERT_EQ(text.size(), 253872u);
   const std::vector<int32_t> expected = ParseIds(ReadFile(kFixtures + "/text/pg19-test-10146.ids"));
   ASSERT_EQ(expected.size(), 62581u);
-  const std::vector<int32_t> ids = tok().Encode(text);
-  ASSERT_EQ(ids.size(), expected.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    ASSERT_EQ(ids[i], expected[i]) << "first difference at token " << i;
-  }
-  auto decoded = tok().Decode(ids);
-  ASSERT_TRUE(decoded.ok());
-  EXPECT_EQ(*decoded, NormalizeNfc(text));
+  ExpectIdForIdAndRoundTrip(text, expected);
 }
 
 TEST_F(NeoxTokenizerTest, EmptyAndWhitespace) {
