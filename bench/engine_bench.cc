@@ -189,14 +189,16 @@ int Main(int argc, char** argv) {
       const char* name;
       int64_t prompt;
       int64_t new_tokens;
-      const char* metric;
+      const MetricDef* metric;
       bool generic_attention = false;
     };
-    const Case cases[] = {{"ttft512", "TTFT, 512-token prompt", 512, 2, "ttft_ms"},
-                          {"ttft512-generic", "TTFT, 512-token prompt, generic attention path", 512, 2, "ttft_ms", true},
-                          {"ttft2048", "TTFT, 2048-token prompt", 2048, 2, "ttft_ms"},
-                          {"tpot0", "TPOT, 128 tokens from an empty cache", 1, 129, "tpot_ms"},
-                          {"tpot512", "TPOT, 128 tokens after a 512-token prompt", 512, 128, "tpot_ms"}};
+    const MetricDef* kTtft = &metric::kTtftMs;
+    const MetricDef* kTpot = &metric::kTpotMs;
+    const Case cases[] = {{"ttft512", "TTFT, 512-token prompt", 512, 2, kTtft},
+                          {"ttft512-generic", "TTFT, 512-token prompt, generic attention path", 512, 2, kTtft, true},
+                          {"ttft2048", "TTFT, 2048-token prompt", 2048, 2, kTtft},
+                          {"tpot0", "TPOT, 128 tokens from an empty cache", 1, 129, kTpot},
+                          {"tpot512", "TPOT, 128 tokens after a 512-token prompt", 512, 128, kTpot}};
     for (const Case& cs : cases) {
       if (std::find(case_keys.begin(), case_keys.end(), cs.key) == case_keys.end()) continue;
       // The generic path only differs from the fused kernels in float32 compute.
@@ -210,13 +212,11 @@ int Main(int argc, char** argv) {
       o.warmup = warmup;
       auto r = RunGenerationTiming(**model, prompt, *policy, o);
       if (!r.ok()) { std::fprintf(stderr, "engine_bench: %s\n", r.status().ToString().c_str()); return 1; }
-      std::vector<double> samples;
-      for (const auto& s : r->samples) if (s.name == cs.metric) samples = s.values;
-      reports::Summary s = reports::Summarize(samples);
+      reports::Summary s = reports::Summarize(r->SamplesOf(*cs.metric));
       // Floor: weights / bandwidth under TPOT; the weight GEMMs alone under TTFT at 512.
       std::string floor_cell;
-      if (std::string(cs.metric) == "tpot_ms") floor_cell = absl::StrFormat("%.2f", floor_ms);
-      if (cs.prompt == 512 && std::string(cs.metric) == "ttft_ms" && gemm_floor_ms > 0) {
+      if (cs.metric == kTpot) floor_cell = absl::StrFormat("%.2f", floor_ms);
+      if (cs.prompt == 512 && cs.metric == kTtft && gemm_floor_ms > 0) {
         floor_cell = absl::StrFormat("%.2f (GEMMs)", gemm_floor_ms);
       }
       std::printf("| %s | %s | ms | %.2f | %.2f-%.2f | %lld | %s |\n", dtype_name, cs.name, s.median,

@@ -28,6 +28,7 @@
 #include "proto/rpc_common.h"
 #include "worker/daemon/noop_executor.h"
 #include "worker/daemon/worker_daemon.h"
+#include "common/metric_catalog.h"
 
 namespace {
 
@@ -218,10 +219,10 @@ int main(int argc, char** argv) {
   nlohmann::json j = {
       {"runs", f.runs},
       {"workers", f.workers},
-      {"noop_ms", f.noop_ms},
+      {std::string(kvgrid::metric::kNoopMs.name), f.noop_ms},
       {"db", f.db},
       {"submit_ms", submit_ms},
-      {"wall_ms", wall_ms},
+      {"grid_wall_ms", wall_ms},
       {"throughput_runs_per_s", throughput},
       {"dispatch_overhead_ms_per_run", wall_ms / f.runs - static_cast<double>(f.noop_ms) / f.workers},
       {"worker_time_outside_executor_ms_per_run", overhead_ms},

@@ -132,12 +132,7 @@ absl::StatusOr<std::vector<int64_t>> ReadIds(const std::string& path) {
   return ids;
 }
 
-const Metric* Find(const RunResult& r, const std::string& name) { return r.FindMetric(name); }
 
-std::vector<double> SamplesOf(const RunResult& r, const std::string& name) {
-  for (const auto& s : r.samples) if (s.name == name) return s.values;
-  return {};
-}
 
 std::string Num(double x, int digits) {
   if (!std::isfinite(x)) return "—";
@@ -267,11 +262,11 @@ int Main(int argc, char** argv) {
         continue;
       }
       if (round < warmup) continue;
-      for (double v : SamplesOf(*r, "ttft_ms")) row.ttft.push_back(v);
-      for (double v : SamplesOf(*r, "tpot_ms")) row.tpot.push_back(v);
-      row.evict_per_token.push_back(Find(*r, "decode_scoring_ms")->value / (row.new_tokens - 1));
-      row.kv.push_back(Find(*r, "kv_bytes_peak")->value / kMiB);
-      row.rss.push_back(Find(*r, "peak_memory_bytes")->value / kMiB);
+      for (double v : r->SamplesOf(metric::kTtftMs)) row.ttft.push_back(v);
+      for (double v : r->SamplesOf(metric::kTpotMs)) row.tpot.push_back(v);
+      row.evict_per_token.push_back(r->Value(metric::kDecodeScoringMs) / (row.new_tokens - 1));
+      row.kv.push_back(r->Value(metric::kKvBytesPeak) / kMiB);
+      row.rss.push_back(r->Value(metric::kPeakMemoryBytes) / kMiB);
     }
     std::fprintf(stderr, "round %lld/%lld%s: %.1f s\n", static_cast<long long>(round + 1),
                  static_cast<long long>(warmup + repeats), round < warmup ? " (warm-up)" : "",

@@ -206,17 +206,8 @@ PositionMode ModeFor(const std::string& name) {
   return name == "streaming_llm" || name == "window" ? PositionMode::kShifted : PositionMode::kOriginal;
 }
 
-const Metric* Find(const RunResult& r, const std::string& name) { return r.FindMetric(name); }
 
-double Value(const RunResult& r, const std::string& name) {
-  const Metric* m = Find(r, name);
-  return m ? m->value : std::numeric_limits<double>::quiet_NaN();
-}
 
-std::vector<double> SamplesOf(const RunResult& r, const std::string& name) {
-  for (const auto& s : r.samples) if (s.name == name) return s.values;
-  return {};
-}
 
 // Linear-interpolation quantile of a sample (the reports' convention, reports/statistics.h).
 double Quantile(std::vector<double> v, double q) {
@@ -360,7 +351,7 @@ int Main(int argc, char** argv) {
       po.max_length = max_length;
       po.stride = std::min<int64_t>(512, max_length);
       auto r = RunPerplexity(model, ppl_ids, *prefill_spec, po);
-      if (r.ok()) row.sliding_ppl = Value(*r, "ppl"); else note("sliding", r.status());
+      if (r.ok()) row.sliding_ppl = r->Value(metric::kPpl); else note("sliding", r.status());
     }
     {
       PerplexityOptions po;
@@ -370,10 +361,10 @@ int Main(int argc, char** argv) {
       po.keep_nll_samples = false;
       auto r = RunPerplexity(model, ppl_ids, *streaming_spec, po);
       if (r.ok()) {
-        row.streaming_ppl = Value(*r, "ppl");
-        row.kv_tokens_max = Value(*r, "kv_tokens_max");
-        row.kv_bytes_peak = Value(*r, "kv_bytes_peak");
-        row.scoring_ms_per_token = Value(*r, "scoring_ms") / std::max(1.0, Value(*r, "scored_tokens"));
+        row.streaming_ppl = r->Value(metric::kPpl);
+        row.kv_tokens_max = r->Value(metric::kKvTokensMax);
+        row.kv_bytes_peak = r->Value(metric::kKvBytesPeak);
+        row.scoring_ms_per_token = r->Value(metric::kScoringMs) / std::max(1.0, r->Value(metric::kScoredTokens));
       } else {
         note("streaming", r.status());
       }
@@ -387,7 +378,7 @@ int Main(int argc, char** argv) {
       po.position_mode = row.mode;
       po.keep_nll_samples = false;
       auto r = RunPerplexity(model, ids, *prefill_spec, po);
-      if (r.ok()) row.prefill_ppl = Value(*r, "ppl"); else note("prefill", r.status());
+      if (r.ok()) row.prefill_ppl = r->Value(metric::kPpl); else note("prefill", r.status());
     }
     std::fprintf(stderr, "[%zu/%zu] %s (%s): %.1f s (total %.1f s)\n", i + 1, plan.size(),
                  row.spec.c_str(), PositionModeName(row.mode), NowS() - t_row, NowS() - t_all);
@@ -414,11 +405,11 @@ int Main(int argc, char** argv) {
         continue;
       }
       if (round < o.warmup) continue;
-      for (double v : SamplesOf(*r, "ttft_ms")) row.ttft.push_back(v);
-      for (double v : SamplesOf(*r, "tpot_ms")) row.tpot.push_back(v);
-      row.gen_kv_peak = Value(*r, "kv_bytes_peak");
-      row.gen_kv_end = Value(*r, "kv_bytes_end");
-      row.gen_kv_tokens_max = Value(*r, "kv_tokens_max");
+      for (double v : r->SamplesOf(metric::kTtftMs)) row.ttft.push_back(v);
+      for (double v : r->SamplesOf(metric::kTpotMs)) row.tpot.push_back(v);
+      row.gen_kv_peak = r->Value(metric::kKvBytesPeak);
+      row.gen_kv_end = r->Value(metric::kKvBytesEnd);
+      row.gen_kv_tokens_max = r->Value(metric::kKvTokensMax);
     }
     std::fprintf(stderr, "generation round %lld/%lld%s: %.1f s\n", static_cast<long long>(round + 1),
                  static_cast<long long>(o.warmup + o.repeats), round < o.warmup ? " (warm-up)" : "",

@@ -9,6 +9,7 @@
 #include "cli/command_registry.h"
 #include "model/engine/generate.h"
 #include "model/engine/model_loader.h"
+#include "common/metric_catalog.h"
 
 namespace kvgrid::cli {
 namespace {
@@ -68,8 +69,8 @@ int RunGenerate(const GenerateArgs& a) {
   }
   if (a.json) {
     nlohmann::json j = {{"ids", out->new_ids[0]}, {"text", text}, {"prompt_tokens", ids.size()},
-                        {"policy", spec->ToString()}, {"kv_bytes_peak", out->kv_bytes_peak},
-                        {"kv_tokens_max", out->stats.kv_tokens_max}};
+                        {"policy", spec->ToString()}, {std::string(metric::kKvBytesPeak.name), out->kv_bytes_peak},
+                        {std::string(metric::kKvTokensMax.name), out->stats.kv_tokens_max}};
     std::printf("%s\n", j.dump().c_str());
   } else if (lm->tokenizer) {
     std::printf("%s\n", text.c_str());

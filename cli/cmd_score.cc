@@ -8,6 +8,7 @@
 
 #include "cli/cli_util.h"
 #include "cli/command_registry.h"
+#include "common/metric_catalog.h"
 #include "model/engine/model_loader.h"
 
 namespace kvgrid::cli {
@@ -47,7 +48,7 @@ int RunScore(const ScoreArgs& a) {
   auto logp = torch::log_softmax(out->logits[0].narrow(0, 0, n - 1).to(torch::kFloat64), -1);
   auto nll = -logp.gather(1, req.ids[0].narrow(0, 1, n - 1).unsqueeze(1)).squeeze(1);
   double mean = nll.mean().item<double>();
-  nlohmann::json j = {{"tokens", n}, {"scored_tokens", n - 1}, {"nll_mean", mean}, {"ppl", std::exp(mean)},
+  nlohmann::json j = {{"tokens", n}, {std::string(metric::kScoredTokens.name), n - 1}, {std::string(metric::kNllMean.name), mean}, {std::string(metric::kPpl.name), std::exp(mean)},
                       {"model", a.model}, {"dtype", a.dtype}, {"device", a.device}};
   if (a.json) {
     std::printf("%s\n", j.dump().c_str());

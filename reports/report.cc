@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/metric_catalog.h"
 #include "common/paired_delta.h"
 #include "common/status_macros.h"
 #include "reports/markdown_table.h"
@@ -184,6 +185,8 @@ struct Run {
     if (it == view->metrics.end()) return std::nullopt;
     return it->second.first;
   }
+  const std::vector<double>* Samples(const MetricDef& m) const { return Samples(std::string(m.name)); }
+  std::optional<double> Metric(const MetricDef& m) const { return Metric(std::string(m.name)); }
 };
 
 int WorkloadRank(const std::string& w) {
@@ -222,15 +225,14 @@ struct GroupKey {
   bool operator<(const GroupKey& o) const { return Tie() < o.Tie(); }
 };
 
-// The paired Δ a generation run measured against `full` in the same process (metrics
-// delta_<what>_pct[_ci_low|_ci_high], generation_timing.h); the first run of the row that has it.
-std::optional<PairedDelta> PairedOf(const std::vector<const Run*>& runs, const std::string& what) {
-  const std::string name = absl::StrCat("delta_", what, "_pct");
+// The paired Δ a generation run measured against `full` in the same process (`delta` and its
+// _ci_low/_ci_high bounds, generation_timing.h); the first run of the row that has it.
+std::optional<PairedDelta> PairedOf(const std::vector<const Run*>& runs, const MetricDef& delta) {
   for (const Run* run : runs) {
-    auto pct = run->Metric(name), lo = run->Metric(name + "_ci_low"), hi = run->Metric(name + "_ci_high");
+    auto pct = run->Metric(delta), lo = run->Metric(CiLowName(delta)), hi = run->Metric(CiHighName(delta));
     if (!pct || !lo || !hi) continue;
     PairedDelta d;
-    d.n = static_cast<int64_t>(run->Metric("repeats").value_or(1));
+    d.n = static_cast<int64_t>(run->Metric(metric::kRepeats).value_or(1));
     d.pct = *pct;
     d.ci_low = *lo;
     d.ci_high = *hi;
@@ -333,7 +335,7 @@ std::optional<double> Budget(const Run& r) {
       b = num("window");
     }
   }
-  if (!b) b = r.Metric("kv_tokens_max");  // measured cache size as the last resort
+  if (!b) b = r.Metric(metric::kKvTokensMax);  // measured cache size as the last resort
   return b;
 }
 
@@ -355,6 +357,9 @@ Summary MetricSummary(const Row& row, const std::string& name, double scale = 1.
   for (double& v : values) v *= scale;
   return Summarize(std::move(values));
 }
+Summary MetricSummary(const Row& row, const MetricDef& m, double scale = 1.0) {
+  return MetricSummary(row, std::string(m.name), scale);
+}
 
 // Decode throughput per repeat: new_tokens / (TTFT + (new_tokens − 1) · TPOT), which is exactly
 // generated tokens / total generation time by metrics.md's definitions. Falls back to a stored
@@ -362,12 +367,12 @@ Summary MetricSummary(const Row& row, const std::string& name, double scale = 1.
 Summary ThroughputSummary(const Row& row) {
   std::vector<double> values;
   for (const Run* r : row.runs) {
-    if (const auto* s = r->Samples("throughput_tok_s")) {
+    if (const auto* s = r->Samples(metric::kThroughputTokS)) {
       values.insert(values.end(), s->begin(), s->end());
       continue;
     }
-    const auto* ttft = r->Samples("ttft_ms");
-    const auto* tpot = r->Samples("tpot_ms");
+    const auto* ttft = r->Samples(metric::kTtftMs);
+    const auto* tpot = r->Samples(metric::kTpotMs);
     double n = static_cast<double>(r->spec.generation.new_tokens);
     if (ttft && tpot && ttft->size() == tpot->size() && n >= 1) {
       for (size_t i = 0; i < ttft->size(); ++i) {
@@ -376,7 +381,7 @@ Summary ThroughputSummary(const Row& row) {
       }
       continue;
     }
-    if (auto m = r->Metric("throughput_tok_s")) values.push_back(*m);
+    if (auto m = r->Metric(metric::kThroughputTokS)) values.push_back(*m);
   }
   return Summarize(std::move(values));
 }
@@ -390,8 +395,8 @@ PplCell PplOf(const Row& row) {
   PplCell c;
   if (row.runs.size() == 1) {
     const Run& r = *row.runs.front();
-    std::optional<double> ppl = r.Metric("ppl");
-    const auto* nll = r.Samples("nll");
+    std::optional<double> ppl = r.Metric(metric::kPpl);
+    const auto* nll = r.Samples(metric::kNll);
     if (!ppl && nll) {
       auto est = PplFromNll(*nll);
       if (est.ok()) ppl = est->ppl;
@@ -401,13 +406,13 @@ PplCell PplOf(const Row& row) {
     double pm = 0;
     if (nll && nll->size() >= 2) {
       pm = PplUncertainty(*ppl, *nll);
-    } else if (auto se = r.Metric("ppl_stderr")) {
+    } else if (auto se = r.Metric(metric::kPplStderr)) {
       pm = *se;
     }
     c.text = pm > 0 ? absl::StrCat(Fmt(*ppl), " ± ", Fmt(pm)) : Fmt(*ppl);
     return c;
   }
-  Summary s = MetricSummary(row, "ppl");
+  Summary s = MetricSummary(row, metric::kPpl);
   if (s.empty()) return c;
   c.central = s.median;
   c.text = FormatSummary(s);
@@ -421,13 +426,13 @@ std::optional<double> Central(const Summary& s) {
 
 std::string PolicyCell(const Row& row) { return absl::StrCat("`", row.key.policy, "`"); }
 
-// A timing Δ cell (what: ttft, tpot, throughput): the row's paired Δ with its interval when its
+// A timing Δ cell (delta: kDeltaTtftPct, ...): the row's paired Δ with its interval when its
 // run measured one, else the change of `central` vs `base`, marked ᵘ (unpaired) on a policy row.
 // Sets *paired / *unpaired when it shows one.
-std::string TimingDeltaCell(const Row& r, const std::string& what, const Row* base,
+std::string TimingDeltaCell(const Row& r, const MetricDef& delta, const Row* base,
                             const std::function<std::optional<double>(const Row&)>& central,
                             bool* paired, bool* unpaired) {
-  if (auto d = PairedOf(r.runs, what)) {
+  if (auto d = PairedOf(r.runs, delta)) {
     *paired = true;
     return FormatPairedDelta(*d);
   }
@@ -712,8 +717,8 @@ class ReportBuilder {
       notes.push_back(absl::StrCat("PPL ", protocol, ": ", DatasetLabel(g->key), ", ",
                                    ProtocolSettings(g->rows.begin()->second.runs.front()->spec)));
     }
-    auto metric = [](const char* name) {
-      return [name](const Row& r) { return Central(MetricSummary(r, name)); };
+    auto central_of = [](const MetricDef& m) {
+      return [&m](const Row& r) { return Central(MetricSummary(r, m)); };
     };
     auto thr = [](const Row& r) { return Central(ThroughputSummary(r)); };
     if (gen) {
@@ -740,17 +745,17 @@ class ReportBuilder {
         const Row* r = find(gen, k);
         const Row* base = BaselineRow(*gen);
         bool paired = false;
-        auto timing = [&](const std::string& what, const std::function<std::optional<double>(const Row&)>& f) {
+        auto timing = [&](const MetricDef& delta, const std::function<std::optional<double>(const Row&)>& f) {
           const std::optional<double> v = r ? f(*r) : std::nullopt;
           row.push_back(v ? Fmt(*v) : "");
-          row.push_back(r ? TimingDeltaCell(*r, what, base, f, &paired, &unpaired) : "");
+          row.push_back(r ? TimingDeltaCell(*r, delta, base, f, &paired, &unpaired) : "");
         };
-        timing("ttft", metric("ttft_ms"));
-        timing("tpot", metric("tpot_ms"));
-        timing("throughput", thr);
-        for (const auto& [name, scale] : std::vector<std::pair<const char*, double>>{
-                 {"peak_memory_bytes", kMiB}, {"kv_bytes_peak", kMiB}}) {
-          auto f = [name = name](const Row& x) { return Central(MetricSummary(x, name)); };
+        timing(metric::kDeltaTtftPct, central_of(metric::kTtftMs));
+        timing(metric::kDeltaTpotPct, central_of(metric::kTpotMs));
+        timing(metric::kDeltaThroughputPct, thr);
+        for (const MetricDef* m : {&metric::kPeakMemoryBytes, &metric::kKvBytesPeak}) {
+          const double scale = kMiB;
+          auto f = [m](const Row& x) { return Central(MetricSummary(x, *m)); };
           const std::optional<double> v = r ? f(*r) : std::nullopt;
           row.push_back(v ? Fmt(*v / scale) : "");
           row.push_back(r ? delta(v, base, f) : "");
@@ -781,13 +786,13 @@ class ReportBuilder {
       return base ? f(*base) : std::nullopt;
     };
     auto ppl = [](const Row& r) { return PplOf(r).central; };
-    auto ttft = [](const Row& r) { return Central(MetricSummary(r, "ttft_ms")); };
-    auto tpot = [](const Row& r) { return Central(MetricSummary(r, "tpot_ms")); };
-    auto kv = [](const Row& r) { return Central(MetricSummary(r, "kv_bytes_peak")); };
+    auto ttft = [](const Row& r) { return Central(MetricSummary(r, metric::kTtftMs)); };
+    auto tpot = [](const Row& r) { return Central(MetricSummary(r, metric::kTpotMs)); };
+    auto kv = [](const Row& r) { return Central(MetricSummary(r, metric::kKvBytesPeak)); };
     bool paired_shown = false, unpaired_shown = false;
-    auto DeltaCell = [&](const Row& r, const std::string& what,
+    auto DeltaCell = [&](const Row& r, const MetricDef& delta,
                          const std::function<std::optional<double>(const Row&)>& central) {
-      return TimingDeltaCell(r, what, base, central, &paired_shown, &unpaired_shown);
+      return TimingDeltaCell(r, delta, base, central, &paired_shown, &unpaired_shown);
     };
     std::vector<Column> cols = {
         {"policy", Align::kLeft, PolicyCell, true},
@@ -798,22 +803,22 @@ class ReportBuilder {
         {"Δ PPL", Align::kRight, [&](const Row& r) { return FormatDelta(ppl(r), base_of(ppl)); }},
         {"scored tokens", Align::kRight,
          [](const Row& r) {
-           Summary s = MetricSummary(r, "scored_tokens");
+           Summary s = MetricSummary(r, metric::kScoredTokens);
            return s.empty() ? std::string() : s.n == 1 ? FmtInt(s.median) : FormatSummary(s);
          }},
-        {"kv_tokens_max", Align::kRight,
+        {std::string(metric::kKvTokensMax.name), Align::kRight,
          [](const Row& r) {
-           Summary s = MetricSummary(r, "kv_tokens_max");
+           Summary s = MetricSummary(r, metric::kKvTokensMax);
            return s.empty() ? std::string() : s.n == 1 ? FmtInt(s.median) : FormatSummary(s);
          }},
-        {"TTFT ms", Align::kRight, [](const Row& r) { return FormatSummary(MetricSummary(r, "ttft_ms")); }},
-        {"Δ TTFT", Align::kRight, [&](const Row& r) { return DeltaCell(r, "ttft", ttft); }},
-        {"TPOT ms", Align::kRight, [](const Row& r) { return FormatSummary(MetricSummary(r, "tpot_ms")); }},
-        {"Δ TPOT", Align::kRight, [&](const Row& r) { return DeltaCell(r, "tpot", tpot); }},
+        {"TTFT ms", Align::kRight, [](const Row& r) { return FormatSummary(MetricSummary(r, metric::kTtftMs)); }},
+        {"Δ TTFT", Align::kRight, [&](const Row& r) { return DeltaCell(r, metric::kDeltaTtftPct, ttft); }},
+        {"TPOT ms", Align::kRight, [](const Row& r) { return FormatSummary(MetricSummary(r, metric::kTpotMs)); }},
+        {"Δ TPOT", Align::kRight, [&](const Row& r) { return DeltaCell(r, metric::kDeltaTpotPct, tpot); }},
         {"decode tok/s", Align::kRight, [](const Row& r) { return FormatSummary(ThroughputSummary(r)); }},
         {"Δ tok/s", Align::kRight,
          [&](const Row& r) {
-           auto d = PairedOf(r.runs, "throughput");
+           auto d = PairedOf(r.runs, metric::kDeltaThroughputPct);
            if (d) paired_shown = true;
            return d ? FormatPairedDelta(*d) : std::string();
          }},
@@ -822,25 +827,22 @@ class ReportBuilder {
            // Policy scoring + eviction time inside the run (already inside TTFT/TPOT), so a TPOT
            // change can be read against the work that explains it. Empty for `full`.
            if (r.key.policy_name == "full") return std::string();
-           return FormatSummary(MetricSummary(r, "scoring_ms"));
+           return FormatSummary(MetricSummary(r, metric::kScoringMs));
          }},
         // peak_memory_bytes is the CUDA allocator's peak on GPU runs (they also carry
         // peak_reserved_bytes) and the process peak RSS on CPU runs (metrics.md).
         {"peak alloc MiB", Align::kRight,
          [](const Row& r) {
-           if (MetricSummary(r, "peak_reserved_bytes").empty()) return std::string();
-           return FormatSummary(MetricSummary(r, "peak_memory_bytes"), kMiB);
+           if (MetricSummary(r, metric::kPeakReservedBytes).empty()) return std::string();
+           return FormatSummary(MetricSummary(r, metric::kPeakMemoryBytes), kMiB);
          }},
         {"peak RSS MiB", Align::kRight,
          [](const Row& r) {
-           Summary rss = MetricSummary(r, "peak_rss_bytes");
-           if (rss.empty() && MetricSummary(r, "peak_reserved_bytes").empty()) {
-             rss = MetricSummary(r, "peak_memory_bytes");
-           }
-           return FormatSummary(rss, kMiB);
+           if (!MetricSummary(r, metric::kPeakReservedBytes).empty()) return std::string();
+           return FormatSummary(MetricSummary(r, metric::kPeakMemoryBytes), kMiB);
          }},
         {"KV peak MiB", Align::kRight,
-         [](const Row& r) { return FormatSummary(MetricSummary(r, "kv_bytes_peak"), kMiB); }},
+         [](const Row& r) { return FormatSummary(MetricSummary(r, metric::kKvBytesPeak), kMiB); }},
         {"Δ KV", Align::kRight, [&](const Row& r) { return FormatDelta(kv(r), base_of(kv)); }},
     };
     std::vector<std::vector<std::string>> cells(cols.size());
@@ -887,7 +889,7 @@ class ReportBuilder {
       bool long_stream = false;
       for (const auto& [k, row] : grp.rows) {
         for (const Run* r : row.runs) {
-          auto st = r->Metric("scored_tokens");
+          auto st = r->Metric(metric::kScoredTokens);
           if ((st && *st > 2048) || r->spec.perplexity.max_tokens > 2048) long_stream = true;
         }
       }
@@ -1080,7 +1082,7 @@ class ReportBuilder {
       n.y_label = "mean NLL so far (nats)";
       for (const auto& [rk, row] : grp.rows) {
         const Run& r = *row.runs.front();
-        const auto* nll = r.Samples("nll");
+        const auto* nll = r.Samples(metric::kNll);
         if (nll == nullptr) continue;
         std::vector<double> mean = RunningMean(*nll);
         PlotSeries s;
@@ -1118,7 +1120,7 @@ class ReportBuilder {
         for (const auto& [rk, row] : g->rows) {
           for (const Run* r : row.runs) {
             xs.insert(static_cast<double>(r->spec.generation.prompt_tokens));
-            if (r->Metric("peak_memory_bytes")) any_alloc = true;
+            if (r->Metric(metric::kPeakMemoryBytes)) any_alloc = true;
           }
         }
       }
@@ -1159,16 +1161,16 @@ class ReportBuilder {
       };
       std::string ds = k.g.dataset;
       PlotSpec kv = make("KV cache bytes (peak) vs context length", "KV cache, peak (MiB)",
-                         [](const Row& r) { auto c = Central(MetricSummary(r, "kv_bytes_peak")); return c ? std::optional<double>(*c / kMiB) : std::nullopt; });
+                         [](const Row& r) { auto c = Central(MetricSummary(r, metric::kKvBytesPeak)); return c ? std::optional<double>(*c / kMiB) : std::nullopt; });
       if (!kv.series.empty()) AddPlot(&out, "kv_bytes_vs_context-" + ds, kv);
-      const std::string mem_metric = any_alloc ? "peak_memory_bytes" : "peak_rss_bytes";
+      const MetricDef& mem_metric = metric::kPeakMemoryBytes;  // allocator peak on CUDA, RSS on CPU
       PlotSpec mem = make(any_alloc ? "Peak allocated memory vs context length"
                                     : "Peak process RSS vs context length",
                           any_alloc ? "peak allocated (MiB)" : "peak RSS (MiB)",
                           [&](const Row& r) { auto c = Central(MetricSummary(r, mem_metric)); return c ? std::optional<double>(*c / kMiB) : std::nullopt; });
       if (!mem.series.empty()) AddPlot(&out, "peak_memory_vs_context-" + ds, mem);
       PlotSpec tpot = make("Time per output token vs context length", "TPOT, median (ms)",
-                           [](const Row& r) { return Central(MetricSummary(r, "tpot_ms")); });
+                           [](const Row& r) { return Central(MetricSummary(r, metric::kTpotMs)); });
       if (!tpot.series.empty()) AddPlot(&out, "tpot_vs_context-" + ds, tpot);
     }
     return out;

@@ -3,21 +3,24 @@
 // stored in SQLite (storage/), printed by `kvgrid bench|ppl --json`. No torch here.
 #pragma once
 
+#include <limits>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "common/metric_catalog.h"
+
 namespace kvgrid {
 
 struct Metric {
-  std::string name;   // e.g. "ttft_ms", "ppl", "kv_bytes_peak" (names documented in README "Metrics")
+  std::string name;   // a MetricDef's name (common/metric_catalog.h, docs/metrics.md)
   double value = 0;
   std::string unit;   // "ms", "tok/s", "bytes", "tokens", "" (dimensionless)
 };
 
 struct SampleSeries {
-  std::string name;   // e.g. "ttft_ms" (one value per timed repeat), "decode_step_ms", "nll"
+  std::string name;   // a MetricDef's name, e.g. ttft_ms (one value per timed repeat), decode_step_ms, nll
   std::string unit;
   std::vector<double> values;
 };
@@ -32,9 +35,24 @@ struct RunResult {
   void AddMetric(std::string name, double value, std::string unit) {
     metrics.push_back({std::move(name), value, std::move(unit)});
   }
+  void Add(const MetricDef& m, double value) { AddMetric(std::string(m.name), value, std::string(m.unit)); }
+  void AddSamples(const MetricDef& m, std::vector<double> values) {
+    samples.push_back({std::string(m.name), std::string(m.unit), std::move(values)});
+  }
   const Metric* FindMetric(const std::string& name) const {
     for (const auto& m : metrics) if (m.name == name) return &m;
     return nullptr;
+  }
+  const Metric* Find(const MetricDef& m) const { return FindMetric(std::string(m.name)); }
+  // The metric's value, NaN when the run did not report it.
+  double Value(const MetricDef& m) const {
+    const Metric* found = Find(m);
+    return found ? found->value : std::numeric_limits<double>::quiet_NaN();
+  }
+  // The sample series of that name, empty when absent.
+  std::vector<double> SamplesOf(const MetricDef& m) const {
+    for (const auto& s : samples) if (s.name == m.name) return s.values;
+    return {};
   }
 
   // {"<metric>": value, ..., "units": {...}, "samples": {"<name>": [...]}, "environment": {...}}

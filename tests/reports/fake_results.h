@@ -132,7 +132,7 @@ inline FakeRun GenerationRun(const std::string& policy, int64_t prompt, int64_t 
   r.result.AddMetric("throughput_tok_s", 16 / ((t + 15 * p) / 1000), "tok/s");
   r.result.AddMetric("total_throughput_tok_s", (prompt + 16) / ((t + 15 * p) / 1000), "tok/s");
   r.result.AddMetric("prefill_tok_s", prompt / (t / 1000), "tok/s");
-  r.result.AddMetric("peak_rss_bytes", 300.0 * 1048576 + prompt * 4096.0 + salt, "bytes");
+  r.result.Add(metric::kPeakMemoryBytes, 300.0 * 1048576 + prompt * 4096.0 + salt);  // CPU: the process RSS
   r.result.AddMetric("kv_bytes_peak", (kv_tokens + 16) * 2.0 * 2 * 4 * 16 * 4, "bytes");
   r.result.AddMetric("kv_bytes_end", (kv_tokens + 16) * 2.0 * 2 * 4 * 16 * 4, "bytes");
   r.result.AddMetric("scoring_ms", policy == "full" ? 0.0 : 0.5, "ms");

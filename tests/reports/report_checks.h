@@ -181,7 +181,7 @@ inline void CheckFakeGridReport(const std::string& md, const std::vector<FakeRun
       for (size_t k = 0; k < ttft.size(); ++k) thr.push_back(16 / ((ttft[k] + 15 * tpot[k]) / 1000));
       ExpectNear(Numbers(row[6]).at(0), Summarize(thr).median, 2e-3, "throughput");
       ExpectNear(Numbers(row[6]).at(0), MetricValue(r, "throughput_tok_s"), 0.05, "throughput stored");
-      ExpectNear(Numbers(row[8]).at(0), MetricValue(r, "peak_rss_bytes") / 1048576.0, 2e-3, "RSS");
+      ExpectNear(Numbers(row[8]).at(0), MetricValue(r, "peak_memory_bytes") / 1048576.0, 2e-3, "RSS");
       ExpectNear(Numbers(row[9]).at(0), MetricValue(r, "kv_bytes_peak") / 1048576.0, 5e-3, "KV");
     }
     EXPECT_EQ(t->rows[0][3], "+0.0%");

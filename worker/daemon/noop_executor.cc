@@ -45,10 +45,10 @@ class NoopExecutor final : public RunExecutor {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
             .count();
     RunResult r;
-    r.AddMetric("noop_ms", static_cast<double>(spec.noop_ms), "ms");
-    r.AddMetric("elapsed_ms", elapsed_ms, "ms");
-    r.AddMetric("repeats", static_cast<double>(spec.repeats), "");
-    r.samples.push_back({"elapsed_ms", "ms", {elapsed_ms}});
+    r.Add(metric::kNoopMs, static_cast<double>(spec.noop_ms));
+    r.Add(metric::kElapsedMs, elapsed_ms);
+    r.Add(metric::kRepeats, static_cast<double>(spec.repeats));
+    r.AddSamples(metric::kElapsedMs, {elapsed_ms});
     r.environment = {{"device", device_},     {"device_name", "noop"},
                      {"executor", "noop"},    {"host", HostName()},
                      {"config", spec.ToJson()}};

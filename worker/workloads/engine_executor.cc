@@ -107,7 +107,7 @@ class EngineExecutor : public RunExecutor {
     if (spec.workload == "noop") {
       std::this_thread::sleep_for(std::chrono::milliseconds(spec.noop_ms));
       RunResult r;
-      r.AddMetric("noop_ms", static_cast<double>(spec.noop_ms), "ms");
+      r.Add(metric::kNoopMs, static_cast<double>(spec.noop_ms));
       r.environment = Capabilities();
       return r;
     }
@@ -130,7 +130,7 @@ class EngineExecutor : public RunExecutor {
       o.position_mode = mode;
       o.prefill_chunk = spec.prefill_chunk;
       ASSIGN_OR_RETURN(result, RunPerplexity(*lm->model, ids, policy, o));
-      result.AddMetric("dataset_tokens", static_cast<double>(ids.size()), "tokens");
+      result.Add(metric::kDatasetTokens, static_cast<double>(ids.size()));
     } else if (spec.workload == "generation") {
       const int64_t P = spec.generation.prompt_tokens;
       if (P < 1 || static_cast<int64_t>(ids.size()) < P) {
@@ -147,7 +147,7 @@ class EngineExecutor : public RunExecutor {
       o.prefill_chunk = spec.prefill_chunk;
       o.paired_baseline = spec.generation.paired_baseline;
       ASSIGN_OR_RETURN(result, RunGenerationTiming(*lm->model, prompt, policy, o));
-      result.AddMetric("tokenize_ms", tokenize_ms, "ms");
+      result.Add(metric::kTokenizeMs, tokenize_ms);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown workload '", spec.workload,
                                                      "'; expected perplexity, generation or noop"));

@@ -149,26 +149,26 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
     if (cuda) reserved.push_back(std::max(run.prefill_peak.reserved, run.decode_peak.reserved));
   }
   const bool cuda = !reserved.empty();
-  r.AddMetric("ttft_ms", Median(ttft), "ms");
-  r.AddMetric("tpot_ms", Median(tpot), "ms");
-  r.AddMetric("throughput_tok_s", Median(thr), "tok/s");
-  r.AddMetric("total_throughput_tok_s", Median(total_thr), "tok/s");
-  r.AddMetric("prefill_tok_s", Median(prefill_thr), "tok/s");
-  r.AddMetric("peak_memory_bytes", Median(peak), "bytes");
-  r.AddMetric(cuda ? "prefill_peak_allocated_bytes" : "prefill_peak_rss_bytes", Median(prefill_peak), "bytes");
-  r.AddMetric(cuda ? "decode_peak_allocated_bytes" : "decode_peak_rss_bytes", Median(decode_peak), "bytes");
-  if (cuda) r.AddMetric("peak_reserved_bytes", Median(reserved), "bytes");
-  r.AddMetric("kv_bytes_peak", static_cast<double>(runs.back().kv_peak), "bytes");
-  r.AddMetric("kv_bytes_end", static_cast<double>(runs.back().kv_end), "bytes");
-  r.AddMetric("kv_tokens_max", static_cast<double>(runs.back().kv_tokens_max), "tokens");
-  r.AddMetric("scoring_ms", Median(scoring), "ms");
-  r.AddMetric("decode_scoring_ms", Median(decode_scoring), "ms");
-  r.AddMetric("repeats", static_cast<double>(runs.size()), "");
-  r.samples.push_back({"ttft_ms", "ms", ttft});
-  r.samples.push_back({"tpot_ms", "ms", tpot});
-  r.samples.push_back({"throughput_tok_s", "tok/s", thr});
-  r.samples.push_back({"scoring_ms", "ms", scoring});
-  r.samples.push_back({"decode_step_ms", "ms", steps});
+  r.Add(metric::kTtftMs, Median(ttft));
+  r.Add(metric::kTpotMs, Median(tpot));
+  r.Add(metric::kThroughputTokS, Median(thr));
+  r.Add(metric::kTotalThroughputTokS, Median(total_thr));
+  r.Add(metric::kPrefillTokS, Median(prefill_thr));
+  r.Add(metric::kPeakMemoryBytes, Median(peak));
+  r.Add(cuda ? metric::kPrefillPeakAllocatedBytes : metric::kPrefillPeakRssBytes, Median(prefill_peak));
+  r.Add(cuda ? metric::kDecodePeakAllocatedBytes : metric::kDecodePeakRssBytes, Median(decode_peak));
+  if (cuda) r.Add(metric::kPeakReservedBytes, Median(reserved));
+  r.Add(metric::kKvBytesPeak, static_cast<double>(runs.back().kv_peak));
+  r.Add(metric::kKvBytesEnd, static_cast<double>(runs.back().kv_end));
+  r.Add(metric::kKvTokensMax, static_cast<double>(runs.back().kv_tokens_max));
+  r.Add(metric::kScoringMs, Median(scoring));
+  r.Add(metric::kDecodeScoringMs, Median(decode_scoring));
+  r.Add(metric::kRepeats, static_cast<double>(runs.size()));
+  r.AddSamples(metric::kTtftMs, ttft);
+  r.AddSamples(metric::kTpotMs, tpot);
+  r.AddSamples(metric::kThroughputTokS, thr);
+  r.AddSamples(metric::kScoringMs, scoring);
+  r.AddSamples(metric::kDecodeStepMs, steps);
   if (paired) {
     std::vector<double> base_ttft, base_tpot, base_thr;
     for (const auto& run : baseline) {
@@ -176,22 +176,22 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
       base_tpot.push_back(run.tpot_ms);
       base_thr.push_back(B * N / (run.total_ms / 1000.0));
     }
-    r.AddMetric("baseline_ttft_ms", Median(base_ttft), "ms");
-    r.AddMetric("baseline_tpot_ms", Median(base_tpot), "ms");
-    r.AddMetric("baseline_throughput_tok_s", Median(base_thr), "tok/s");
-    auto add_delta = [&](const std::string& what, const std::vector<double>& a,
+    r.Add(metric::kBaselineTtftMs, Median(base_ttft));
+    r.Add(metric::kBaselineTpotMs, Median(base_tpot));
+    r.Add(metric::kBaselineThroughputTokS, Median(base_thr));
+    auto add_delta = [&](const MetricDef& delta, const std::vector<double>& a,
                          const std::vector<double>& b) {
       const PairedDelta d = PairedRatioDelta(a, b);
-      r.AddMetric(absl::StrCat("delta_", what, "_pct"), d.pct, "%");
-      r.AddMetric(absl::StrCat("delta_", what, "_pct_ci_low"), d.ci_low, "%");
-      r.AddMetric(absl::StrCat("delta_", what, "_pct_ci_high"), d.ci_high, "%");
+      r.Add(delta, d.pct);
+      r.AddMetric(CiLowName(delta), d.ci_low, std::string(delta.unit));
+      r.AddMetric(CiHighName(delta), d.ci_high, std::string(delta.unit));
     };
-    add_delta("ttft", ttft, base_ttft);
-    add_delta("tpot", tpot, base_tpot);
-    add_delta("throughput", thr, base_thr);
-    r.samples.push_back({"baseline_ttft_ms", "ms", base_ttft});
-    r.samples.push_back({"baseline_tpot_ms", "ms", base_tpot});
-    r.samples.push_back({"baseline_throughput_tok_s", "tok/s", base_thr});
+    add_delta(metric::kDeltaTtftPct, ttft, base_ttft);
+    add_delta(metric::kDeltaTpotPct, tpot, base_tpot);
+    add_delta(metric::kDeltaThroughputPct, thr, base_thr);
+    r.AddSamples(metric::kBaselineTtftMs, base_ttft);
+    r.AddSamples(metric::kBaselineTpotMs, base_tpot);
+    r.AddSamples(metric::kBaselineThroughputTokS, base_thr);
     r.environment["paired_baseline"] =
         "full cache timed in the same process, interleaved repeat by repeat (sides alternate "
         "which goes first); delta = geometric mean of the paired ratios, 95 % paired t interval";

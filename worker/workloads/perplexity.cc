@@ -170,16 +170,16 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
   RunResult r;
   const double mean = acc.sum / std::max<int64_t>(acc.count, 1);
   const double ppl = std::exp(mean);
-  r.AddMetric("ppl", ppl, "");
-  r.AddMetric("nll_mean", mean, "nats");
-  if (!acc.nll.empty()) r.AddMetric("ppl_stderr", PplStandardError(ppl, NllMomentsOf(acc.nll)), "");
-  r.AddMetric("scored_tokens", static_cast<double>(acc.count), "tokens");
-  r.AddMetric("kv_tokens_max", static_cast<double>(stats.kv_tokens_max), "tokens");
-  r.AddMetric("kv_bytes_peak", static_cast<double>(kv_peak), "bytes");
-  if (o.protocol != "sliding") r.AddMetric("kv_bytes_end", static_cast<double>(kv_end), "bytes");
-  r.AddMetric("scoring_ms", stats.policy_ms, "ms");
-  r.AddMetric("wall_ms", NowMs() - t0, "ms");
-  if (!acc.nll.empty()) r.samples.push_back({"nll", "nats", std::move(acc.nll)});
+  r.Add(metric::kPpl, ppl);
+  r.Add(metric::kNllMean, mean);
+  if (!acc.nll.empty()) r.Add(metric::kPplStderr, PplStandardError(ppl, NllMomentsOf(acc.nll)));
+  r.Add(metric::kScoredTokens, static_cast<double>(acc.count));
+  r.Add(metric::kKvTokensMax, static_cast<double>(stats.kv_tokens_max));
+  r.Add(metric::kKvBytesPeak, static_cast<double>(kv_peak));
+  if (o.protocol != "sliding") r.Add(metric::kKvBytesEnd, static_cast<double>(kv_end));
+  r.Add(metric::kScoringMs, stats.policy_ms);
+  r.Add(metric::kWallMs, NowMs() - t0);
+  if (!acc.nll.empty()) r.AddSamples(metric::kNll, std::move(acc.nll));
   return r;
 }
 

@@ -33,12 +33,12 @@ struct PerplexityOptions {
   int64_t continuation_tokens = 256;
   PositionMode position_mode = PositionMode::kOriginal;
   int64_t prefill_chunk = 0;     // prefill protocol: the context in chunks, evicting after each
-  bool keep_nll_samples = true;  // per-token NLL as the "nll" sample series
+  bool keep_nll_samples = true;  // per-token NLL as the nll sample series
 };
 
 // Runs the protocol on `ids` with `policy` (a PolicySpec; "full" = no eviction) and returns the
 // metrics: ppl, nll_mean, ppl_stderr, scored_tokens, kv_tokens_max, kv_bytes_peak, kv_bytes_end,
-// scoring_ms, wall_ms; samples "nll" (streaming/prefill).
+// scoring_ms, wall_ms; sample series nll (streaming/prefill); names in common/metric_catalog.h.
 absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<int64_t>& ids,
                                         const PolicySpec& policy, const PerplexityOptions& options);
 
