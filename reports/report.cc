@@ -1120,7 +1120,7 @@ class ReportBuilder {
         for (const auto& [rk, row] : g->rows) {
           for (const Run* r : row.runs) {
             xs.insert(static_cast<double>(r->spec.generation.prompt_tokens));
-            if (r->Metric(metric::kPeakMemoryBytes)) any_alloc = true;
+            if (r->Metric(metric::kPeakReservedBytes)) any_alloc = true;  // a CUDA run
           }
         }
       }
