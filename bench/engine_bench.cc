@@ -32,7 +32,7 @@
 #include "common/malloc_tuning.h"
 #include "model/engine/cpu_gemv.h"
 #include "model/engine/gpt_neox.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 #include "reports/statistics.h"
 #include "worker/workloads/generation_timing.h"
 

@@ -28,7 +28,7 @@
 #include "proto/rpc_common.h"
 #include "worker/daemon/noop_executor.h"
 #include "worker/daemon/worker_daemon.h"
-#include "common/metric_catalog.h"
+#include "core/metric_catalog.h"
 
 namespace {
 

@@ -43,7 +43,7 @@
 #include "common/blas_check.h"
 #include "common/malloc_tuning.h"
 #include "model/engine/gpt_neox.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 #include "model/tokenizer/tokenizer.h"
 #include "reports/statistics.h"
 #include "worker/workloads/generation_timing.h"

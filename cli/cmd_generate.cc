@@ -9,7 +9,7 @@
 #include "cli/command_registry.h"
 #include "model/engine/generate.h"
 #include "model/engine/model_loader.h"
-#include "common/metric_catalog.h"
+#include "core/metric_catalog.h"
 
 namespace kvgrid::cli {
 namespace {

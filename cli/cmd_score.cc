@@ -8,7 +8,7 @@
 
 #include "cli/cli_util.h"
 #include "cli/command_registry.h"
-#include "common/metric_catalog.h"
+#include "core/metric_catalog.h"
 #include "model/engine/model_loader.h"
 
 namespace kvgrid::cli {

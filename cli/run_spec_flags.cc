@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include "cli/cli_util.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 #include "worker/run_executor.h"
 
 namespace kvgrid::cli {

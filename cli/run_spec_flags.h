@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "worker/run_spec.h"
+#include "core/run_spec.h"
 
 namespace CLI { class App; }
 

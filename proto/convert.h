@@ -1,9 +1,9 @@
 // Conversions between the wire records (proto/kvgrid.proto) and the C++ contracts
-// (worker/run_result.h). Header-only dependencies: no torch, no SQLite.
+// (core/run_result.h). Header-only dependencies: no torch, no SQLite.
 #pragma once
 
 #include "proto/kvgrid.pb.h"
-#include "worker/run_result.h"
+#include "core/run_result.h"
 
 namespace kvgrid {
 

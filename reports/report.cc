@@ -18,13 +18,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "common/metric_catalog.h"
+#include "core/metric_catalog.h"
 #include "common/paired_delta.h"
 #include "common/status_macros.h"
 #include "reports/markdown_table.h"
 #include "reports/statistics.h"
 #include "reports/svg_plot.h"
-#include "worker/run_spec.h"
+#include "core/run_spec.h"
 
 namespace kvgrid::reports {
 namespace {

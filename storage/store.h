@@ -26,7 +26,7 @@
 //     id INTEGER PRIMARY KEY,
 //     experiment_id INTEGER REFERENCES experiments(id) ON DELETE CASCADE,
 //     run_key TEXT,                -- RunKey(spec): 16 hex digits of SHA-256(spec_json)
-//     spec_json TEXT,              -- canonical RunSpec JSON (worker/run_spec.h)
+//     spec_json TEXT,              -- canonical RunSpec JSON (core/run_spec.h)
 //     policy TEXT,                 -- canonical policy spec, e.g. "streaming_llm:sink_tokens=4,window=508"
 //     dataset TEXT,                -- dataset name, e.g. "wikitext-2-raw-v1"
 //     workload TEXT,               -- perplexity | generation | noop
@@ -88,8 +88,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "worker/run_result.h"
-#include "worker/run_spec.h"
+#include "core/run_result.h"
+#include "core/run_spec.h"
 
 struct sqlite3;
 

@@ -7,8 +7,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "worker/run_result.h"
-#include "worker/run_spec.h"
+#include "core/run_result.h"
+#include "core/run_spec.h"
 
 namespace kvgrid {
 

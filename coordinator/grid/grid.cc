@@ -17,7 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 
 namespace kvgrid {
 namespace {

@@ -38,7 +38,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/run_spec.h"
+#include "core/run_spec.h"
 
 namespace kvgrid {
 

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 
 namespace kvgrid {
 
@@ -82,7 +82,7 @@ class KvPolicy {
   virtual bool NeedsKeyValues() const { return true; }
 };
 
-// Builds a policy from a validated spec (model/policy_spec.h). Unknown names are errors.
+// Builds a policy from a validated spec (core/policy_spec.h). Unknown names are errors.
 absl::StatusOr<std::unique_ptr<KvPolicy>> MakePolicy(const PolicySpec& spec);
 
 }  // namespace kvgrid

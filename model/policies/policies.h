@@ -1,11 +1,11 @@
 // Factories of the KV policies (one file each in model/policies/), used by registry.cc's
-// MakePolicy(). Each takes a spec already validated against its schema (model/policy_spec.cc).
+// MakePolicy(). Each takes a spec already validated against its schema (core/policy_spec.cc).
 #pragma once
 
 #include <memory>
 
 #include "model/engine/kv_policy.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 
 namespace kvgrid {
 namespace policies {

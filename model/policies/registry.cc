@@ -1,5 +1,5 @@
 // MakePolicy: policy name -> factory (one line per policy). The spec is re-validated against the
-// schema in model/policy_spec.cc, so hand-built specs get the same errors and defaults as parsed ones.
+// schema in core/policy_spec.cc, so hand-built specs get the same errors and defaults as parsed ones.
 #include <map>
 #include <string>
 

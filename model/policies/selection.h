@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "model/engine/kv_policy.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 
 namespace kvgrid {
 namespace policies {

@@ -8,8 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "model/engine/gpt_neox.h"
-#include "model/policy_spec.h"
-#include "worker/run_result.h"
+#include "core/policy_spec.h"
+#include "core/run_result.h"
 
 namespace kvgrid {
 

@@ -19,8 +19,8 @@
 
 #include "absl/status/statusor.h"
 #include "model/engine/gpt_neox.h"
-#include "model/policy_spec.h"
-#include "worker/run_result.h"
+#include "core/policy_spec.h"
+#include "core/run_result.h"
 
 namespace kvgrid {
 
@@ -38,7 +38,7 @@ struct PerplexityOptions {
 
 // Runs the protocol on `ids` with `policy` (a PolicySpec; "full" = no eviction) and returns the
 // metrics: ppl, nll_mean, ppl_stderr, scored_tokens, kv_tokens_max, kv_bytes_peak, kv_bytes_end,
-// scoring_ms, wall_ms; sample series nll (streaming/prefill); names in common/metric_catalog.h.
+// scoring_ms, wall_ms; sample series nll (streaming/prefill); names in core/metric_catalog.h.
 absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<int64_t>& ids,
                                         const PolicySpec& policy, const PerplexityOptions& options);
 

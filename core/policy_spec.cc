@@ -1,4 +1,4 @@
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,4 +1,4 @@
-#include "worker/run_spec.h"
+#include "core/run_spec.h"
 
 #include <openssl/sha.h>
 

@@ -9,12 +9,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/metric_catalog.h"
+#include "core/metric_catalog.h"
 
 namespace kvgrid {
 
 struct Metric {
-  std::string name;   // a MetricDef's name (common/metric_catalog.h, docs/metrics.md)
+  std::string name;   // a MetricDef's name (core/metric_catalog.h, docs/metrics.md)
   double value = 0;
   std::string unit;   // "ms", "tok/s", "bytes", "tokens", "" (dimensionless)
 };

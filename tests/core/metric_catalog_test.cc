@@ -1,6 +1,6 @@
 // The metric catalog is the one place metric names live: docs/metrics.md's table is generated
 // from it, and no producer or reader of metrics spells a name itself.
-#include "common/metric_catalog.h"
+#include "core/metric_catalog.h"
 
 #include <gtest/gtest.h>
 
@@ -63,7 +63,7 @@ TEST(MetricCatalog, NoOtherSourceSpellsAMetricName) {
       }
     }
   }
-  EXPECT_TRUE(offenders.empty()) << "metric names spelled outside common/metric_catalog.h:\n"
+  EXPECT_TRUE(offenders.empty()) << "metric names spelled outside core/metric_catalog.h:\n"
                                  << [&] { std::string s; for (auto& o : offenders) s += o + "\n"; return s; }();
 }
 

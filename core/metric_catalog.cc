@@ -1,4 +1,4 @@
-#include "common/metric_catalog.h"
+#include "core/metric_catalog.h"
 
 namespace kvgrid {
 
