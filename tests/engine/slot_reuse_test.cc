@@ -10,7 +10,7 @@
 #include "model/engine/generate.h"
 #include "model/engine/gpt_neox.h"
 #include "model/engine/kv_policy.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 
 namespace kvgrid {
 namespace {

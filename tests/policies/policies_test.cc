@@ -9,7 +9,7 @@
 
 #include "model/engine/kv_policy.h"
 #include "model/policies/selection.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 
 namespace kvgrid {
 namespace {

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "worker/run_result.h"
-#include "worker/run_spec.h"
+#include "core/run_result.h"
+#include "core/run_spec.h"
 
 namespace kvgrid::reports::testing {
 

@@ -21,7 +21,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "model/engine/gpt_neox.h"
-#include "model/policy_spec.h"
+#include "core/policy_spec.h"
 #include "model/checkpoint/safetensors.h"
 #include "common/paired_delta.h"
 #include "worker/workloads/generation_timing.h"
