@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "proto/rpc_common.h"
+#include "reports/markdown_table.h"
 
 namespace kvgrid {
 
@@ -118,10 +119,6 @@ std::string CsvField(const std::string& s) {
   return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\"", "\"\""}}), "\"");
 }
 
-std::string MdCell(const std::string& s) {
-  return absl::StrReplaceAll(s, {{"|", "\\|"}, {"\n", " "}});
-}
-
 std::string Number(double v, int digits) { return absl::StrFormat("%.*g", digits, v); }
 
 }  // namespace
@@ -193,9 +190,10 @@ std::string ResultsToCsv(const v1::ResultsResponse& results) {
 
 std::string ResultsToMarkdown(const v1::ResultsResponse& results) {
   const std::vector<std::string> metrics = MetricNames(results);
+  reports::MarkdownTable t;
+  t.headers = {"run_key", "status", "attempts", "policy", "dataset", "workload", "setting", "worker"};
+  t.align.assign(t.headers.size(), reports::Align::kLeft);
   // Units for the header, from the first run that has the metric.
-  std::vector<std::string> header = {"run_key", "status", "attempts", "policy", "dataset",
-                                     "workload", "setting", "worker"};
   for (const auto& name : metrics) {
     std::string unit;
     for (const auto& r : results.runs()) {
@@ -204,13 +202,9 @@ std::string ResultsToMarkdown(const v1::ResultsResponse& results) {
         break;
       }
     }
-    header.push_back(unit.empty() ? name : absl::StrCat(name, " (", unit, ")"));
+    t.headers.push_back(unit.empty() ? name : absl::StrCat(name, " (", unit, ")"));
+    t.align.push_back(reports::Align::kRight);
   }
-  std::string out = absl::StrCat("### ", results.experiment(), " (", results.status(), ", ",
-                                 results.runs_size(), " runs)\n\n");
-  absl::StrAppend(&out, "| ", absl::StrJoin(header, " | "), " |\n|");
-  for (size_t i = 0; i < header.size(); ++i) absl::StrAppend(&out, i < 8 ? " --- |" : " ---: |");
-  absl::StrAppend(&out, "\n");
   for (const auto& r : results.runs()) {
     SpecColumns c = Columns(r);
     std::vector<std::string> setting;
@@ -232,10 +226,10 @@ std::string ResultsToMarkdown(const v1::ResultsResponse& results) {
       const v1::Metric* m = FindMetric(r, name);
       cells.push_back(m == nullptr ? "" : Number(m->value(), 4));
     }
-    for (auto& cell : cells) cell = MdCell(cell);
-    absl::StrAppend(&out, "| ", absl::StrJoin(cells, " | "), " |\n");
+    t.rows.push_back(std::move(cells));
   }
-  return out;
+  return absl::StrCat("### ", results.experiment(), " (", results.status(), ", ", results.runs_size(),
+                      " runs)\n\n", reports::RenderMarkdownTable(t));
 }
 
 absl::StatusOr<std::string> FormatResults(const v1::ResultsResponse& results,

@@ -16,6 +16,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "reports/markdown_table.h"
 #include "coordinator/client.h"
 #include "coordinator/results_format.h"
 #include "coordinator/server.h"
@@ -466,7 +467,12 @@ TEST_F(CoordinatorServiceTest, ResultsJsonCarriesTheDocumentedFields) {
   EXPECT_TRUE(absl::StrContains(csv, "elapsed_ms")) << csv;
   auto md = FormatResults(*results, "md");
   ASSERT_TRUE(md.ok());
-  EXPECT_TRUE(absl::StrContains(*md, "| run_key |"));
+  // A pipe table (reports/markdown_table): one row per run, the metric's unit in its header.
+  auto tables = reports::ParseMarkdownTables(*md);
+  ASSERT_EQ(tables.size(), 1u) << *md;
+  EXPECT_EQ(tables[0].headers.front(), "run_key");
+  ASSERT_GE(tables[0].Column("elapsed_ms (ms)"), 0) << *md;
+  EXPECT_EQ(tables[0].rows.size(), static_cast<size_t>(results->runs_size()));
   EXPECT_FALSE(FormatResults(*results, "xml").ok());
 }
 
