@@ -8,5 +8,5 @@ jobs=$(nproc)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs" "$@"
-# The libFuzzer targets (grid YAML, safetensors header), built with clang, 20 s each.
+# The libFuzzer targets (grid YAML, safetensors header, state-dict unpickler), built with clang, 20 s each.
 scripts/fuzz.sh
