@@ -84,15 +84,19 @@ absl::Status ExecScript(sqlite3* db, const char* sql, absl::string_view what) {
 // Only "busy" is retried here: after a failed COMMIT for any other reason (disk full, I/O error)
 // SQLite has rolled the transaction back, and the caller must see that error.
 absl::Status ExecWithRetry(sqlite3* db, const char* sql, absl::string_view what) {
+  // SQLite's busy handler already waits up to kBusyTimeoutMs per attempt; the loop covers the
+  // cases it returns SQLITE_BUSY at once (lock upgrades), bounded by the same time in total, so a
+  // lock held by someone else surfaces as "busy" after about kBusyTimeoutMs, not 100 of them.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
   absl::Status st;
   for (int i = 0; i < kBusyRetries; ++i) {
     st = ExecScript(db, sql, what);
     if (st.ok() || !IsBusy(sqlite3_extended_errcode(db))) return st;
+    if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return st;
 }
-
 
 absl::Status InReadTxn(sqlite3* db, const std::function<absl::Status()>& body) {
   RETURN_IF_ERROR(ExecWithRetry(db, "BEGIN", "starting a read transaction"));

@@ -271,6 +271,58 @@ TEST_F(StoreTest, TwoConnectionsDoNotReportLocked) {
   EXPECT_EQ(claimed.load(), 100);
 }
 
+// A write lock held by another connection past the busy timeout: the write fails as Unavailable
+// naming the file, the store's health says so, and the next write that gets through clears it.
+TEST_F(StoreTest, LockHeldPastTheTimeoutIsUnavailableAndShowsInHealth) {
+  auto s = OpenRw();
+  WorkerInfo w;
+  w.id = "w";
+  w.now_ms = 1;
+  ASSERT_TRUE(s->UpsertWorker(w).ok());
+  EXPECT_TRUE(s->health().ok);
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  absl::Status st = s->WorkerHeartbeat("w", 2);
+  EXPECT_TRUE(absl::IsUnavailable(st)) << st;
+  EXPECT_NE(st.message().find("busy"), std::string::npos) << st;
+  EXPECT_NE(st.message().find(path_), std::string::npos) << st;
+  StoreHealth h = s->health();
+  EXPECT_FALSE(h.ok);
+  EXPECT_NE(h.problem.find("busy"), std::string::npos) << h.problem;
+  EXPECT_GT(h.since_ms, 0);
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  ASSERT_TRUE(s->WorkerHeartbeat("w", 3).ok());
+  EXPECT_TRUE(s->health().ok);
+  EXPECT_EQ(s->health().failed_writes, 1);
+}
+
+// Damaged pages: refused on open (read-write and read-only) with the path and the way out.
+TEST_F(StoreTest, DamagedFileIsRefusedOnOpenWithTheWayOut) {
+  {
+    auto s = OpenRw();
+    ASSERT_TRUE(s->SubmitExperiment("exp", "y", Specs(200), 3, false, 0).ok());
+  }
+  const auto size = fs::file_size(path_);
+  ASSERT_GT(size, 4096u * 4);
+  {
+    FILE* f = std::fopen(path_.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, static_cast<long>(size / 4096 / 2 * 4096 + 16), SEEK_SET);
+    std::string junk(3000, '\x5a');
+    std::fwrite(junk.data(), 1, junk.size(), f);
+    std::fclose(f);
+  }
+  for (OpenMode mode : {OpenMode::kReadOnly, OpenMode::kReadWrite}) {
+    auto s = Store::Open(path_, mode);
+    ASSERT_FALSE(s.ok());
+    EXPECT_TRUE(absl::IsDataLoss(s.status())) << s.status();
+    EXPECT_NE(s.status().message().find(path_ + " is corrupt"), std::string::npos) << s.status();
+    EXPECT_NE(s.status().message().find("kvgrid db recover"), std::string::npos) << s.status();
+  }
+}
+
 TEST_F(StoreTest, DeviceMatching) {
   auto store = OpenRw();
   std::vector<RunSpec> specs = Specs(1, "cuda");
