@@ -520,5 +520,27 @@ TEST(RpcCommonTest, TokenFilesAndBearerChecks) {
   (void)std::system(cmd.c_str());
 }
 
+// What `kvgrid status` and `kvgrid run` print while the database refuses writes.
+TEST(StatusFormat, StoreProblemIsShownWithItsAgeAndCounts) {
+  v1::StatusResponse status;
+  status.set_now_ms(70000);
+  auto* e = status.add_experiments();
+  e->set_name("exp");
+  e->set_status("active");
+  e->set_total(10);
+  e->set_done(4);
+  e->set_running(2);
+  std::string clean = FormatStatus(status);
+  EXPECT_EQ(clean.find("WARNING"), std::string::npos) << clean;
+  status.set_store_problem("database /d/k.db: disk full while committing (0.0 KiB free on its filesystem)");
+  status.set_store_problem_since_ms(10000);
+  std::string out = FormatStatus(status);
+  EXPECT_NE(out.find("WARNING: store NOT accepting writes for 60 s"), std::string::npos) << out;
+  EXPECT_NE(out.find("disk full"), std::string::npos) << out;
+  EXPECT_NE(out.find("exp"), std::string::npos) << out;
+  EXPECT_EQ(StoreProblemLine("", 0, 1), "");
+  EXPECT_NE(ProgressLine(*e).find("4/10 done, 2 running"), std::string::npos) << ProgressLine(*e);
+}
+
 }  // namespace
 }  // namespace kvgrid
