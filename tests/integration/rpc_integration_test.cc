@@ -77,6 +77,10 @@ class Process {
       ::unsetenv("KVGRID_TOKEN_FILE");
       ::unsetenv("KVGRID_COORDINATOR");
       ::unsetenv("KVGRID_TLS_CA");
+      // Each process's kvgrid cache (worker result spools) next to its output, not in $HOME
+      // shared by every test.
+      const std::string cache = out_path + ".cache";
+      ::setenv("KVGRID_CACHE", cache.c_str(), 1);
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
