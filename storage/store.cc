@@ -1,7 +1,6 @@
 #include "storage/store.h"
 
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 #include <sqlite3.h>
 #include <sys/statvfs.h>
 
@@ -21,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "storage/schema.h"
 #include "storage/sql.h"
@@ -30,14 +30,6 @@
 namespace kvgrid {
 using namespace sql;  // NOLINT: storage's own SQL helpers
 namespace {
-
-std::string Sha256Hex(const std::string& data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  std::string hex;
-  for (unsigned char b : digest) absl::StrAppendFormat(&hex, "%02x", b);
-  return hex;
-}
 
 std::string NewLeaseId() {
   unsigned char bytes[16];
