@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +18,11 @@
 namespace kvgrid {
 
 namespace fs = std::filesystem;
+
+bool IsRegularFile(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");

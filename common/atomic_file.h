@@ -14,6 +14,9 @@ namespace kvgrid {
 // Reads a whole file; the error names the file.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
+// True when `path` exists and (following symlinks) is a regular file.
+bool IsRegularFile(const std::string& path);
+
 // Writes `contents` to `path` atomically: a unique temp file in the same directory, fsync, then
 // rename over `path`. Creates the parent directory. On failure nothing is left at `path` that was
 // not there before, and the temp file is removed.

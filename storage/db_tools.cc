@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/atomic_file.h"
 #include "common/status_macros.h"
 #include "storage/store.h"
 
@@ -72,16 +73,14 @@ absl::StatusOr<std::pair<int, std::string>> RunToFile(const std::vector<std::str
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
-  std::ifstream in(err_path);
-  std::stringstream err;
-  err << in.rdbuf();
+  absl::StatusOr<std::string> err = ReadFileToString(err_path);
   ::unlink(err_path.c_str());
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
   if (code == 127) {
     return absl::FailedPreconditionError(
         "the sqlite3 command-line shell is not installed (Debian: apt-get install sqlite3); kvgrid db recover uses its .dump");
   }
-  return std::make_pair(code, err.str());
+  return std::make_pair(code, err.ok() ? *err : std::string());
 }
 
 }  // namespace

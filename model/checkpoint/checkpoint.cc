@@ -9,16 +9,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/atomic_file.h"
 #include "common/status_macros.h"
 #include <nlohmann/json.hpp>
 
 namespace kvgrid {
 namespace {
-
-bool IsRegularFile(const std::string& p) {
-  struct stat st;
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 bool IsPlainFileName(const std::string& n) {
   return !n.empty() && n.size() < 256 && n != "." && n != ".." && !absl::StrContains(n, "/") &&
@@ -58,8 +54,6 @@ absl::Status Checkpoint::AddFile(const std::string& path) {
     ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(path));
     for (const auto& [name, info] : f->tensors()) {
       CheckpointTensor t;
-      t.dtype = info.dtype;
-      t.shape = info.shape;
       t.safetensors = f.get();
       t.st_info = &info;
       if (!tensors_.emplace(name, std::move(t)).second) {
@@ -71,8 +65,6 @@ absl::Status Checkpoint::AddFile(const std::string& path) {
     ASSIGN_OR_RETURN(auto f, TorchZipFile::Open(path));
     for (const auto& p : f->tensors()) {
       CheckpointTensor t;
-      t.dtype = p.dtype;
-      t.shape = p.shape;
       t.torch_zip = f.get();
       t.pickled = &p;
       if (!tensors_.emplace(p.name, std::move(t)).second) {
@@ -90,11 +82,8 @@ absl::StatusOr<std::vector<std::string>> LocalWeightFiles(const std::string& dir
     if (!IsRegularFile(path)) continue;
     std::vector<std::string> files = {name};
     if (!IsShardIndexFile(name)) return files;
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
-    ASSIGN_OR_RETURN(std::vector<std::string> shards, ParseShardIndex(text.str(), path));
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+    ASSIGN_OR_RETURN(std::vector<std::string> shards, ParseShardIndex(text, path));
     for (const std::string& shard : shards) {
       if (!IsRegularFile(dir + "/" + shard)) {
         return absl::NotFoundError(absl::StrCat(path, " names shard ", shard, ", which ", dir, " lacks"));

@@ -56,11 +56,6 @@ bool IsDirectory(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// True when `p` exists and (following symlinks) is a regular file.
-bool IsFile(const std::string& p) {
-  struct stat st;
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 // Percent-encodes everything but unreserved characters (and '/' when keep_slash).
 std::string UrlEncode(absl::string_view s, bool keep_slash) {
@@ -156,7 +151,7 @@ class RepoCache {
     snap.dir = SnapshotDir(commit);
     for (const auto& f : options_.required_files) {
       std::string p = PointerPath(commit, f);
-      if (!IsFile(p)) {
+      if (!IsRegularFile(p)) {
         return absl::NotFoundError(absl::StrCat(why, ": ", f, " of ", repo_id_, " at revision '",
                                                 revision, "' is not in the cache (looked for ",
                                                 p, ")"));
@@ -173,7 +168,7 @@ class RepoCache {
       snap.files.insert(snap.files.end(), weights->begin(), weights->end());
     }
     for (const auto& f : options_.optional_files) {
-      if (IsFile(PointerPath(commit, f))) snap.files.push_back(f);
+      if (IsRegularFile(PointerPath(commit, f))) snap.files.push_back(f);
     }
     return snap;
   }
@@ -255,17 +250,17 @@ class RepoCache {
     std::string pointer = PointerPath(m.commit, file);
     std::string blob = BlobPath(m.etag);
     std::error_code ec;
-    if (IsFile(pointer) && IsFile(blob) && fs::equivalent(pointer, blob, ec) && !ec) {
+    if (IsRegularFile(pointer) && IsRegularFile(blob) && fs::equivalent(pointer, blob, ec) && !ec) {
       return false;
     }
     bool downloaded = false;
-    if (!IsFile(blob)) {
+    if (!IsRegularFile(blob)) {
       // Like huggingface_hub: <cache>/.locks/<repo folder>/<etag>.lock, never deleted (deleting
       // a lock file others wait on would let two processes hold "the" lock at once).
       std::string lock_path = (fs::path(options_.cache_dir) / ".locks" /
                                HubRepoFolderName(repo_id_, options_.repo_type) / (m.etag + ".lock")).string();
       ASSIGN_OR_RETURN(auto lock, ScopedFileLock::Acquire(lock_path, options_.lock_timeout_s));
-      if (!IsFile(blob)) {  // someone else may have finished it while we waited
+      if (!IsRegularFile(blob)) {  // someone else may have finished it while we waited
         HttpOptions http = options_.http;
         http.bearer_token = options_.token;
         if (options_.progress) {
@@ -454,14 +449,14 @@ absl::StatusOr<ModelSnapshot> ResolveModelSnapshot(const std::string& id_or_dir,
     snap.dir = id_or_dir;
     snap.local_dir = true;
     for (const auto& f : options.required_files) {
-      if (IsFile(id_or_dir + "/" + f)) snap.files.push_back(f);
+      if (IsRegularFile(id_or_dir + "/" + f)) snap.files.push_back(f);
     }
     if (options.weights) {
       auto weights = LocalWeightFiles(id_or_dir);
       if (weights.ok()) snap.files.insert(snap.files.end(), weights->begin(), weights->end());
     }
     for (const auto& f : options.optional_files) {
-      if (IsFile(id_or_dir + "/" + f)) snap.files.push_back(f);
+      if (IsRegularFile(id_or_dir + "/" + f)) snap.files.push_back(f);
     }
     return snap;
   }

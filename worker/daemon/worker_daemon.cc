@@ -18,17 +18,12 @@
 #include "common/atomic_file.h"
 #include "absl/strings/str_format.h"
 #include "proto/convert.h"
+#include "common/host_name.h"
 
 namespace kvgrid {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string HostName() {
-  char buf[256] = {0};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
-  return buf;
-}
 
 double MsSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -538,11 +533,9 @@ void WorkerDaemon::OfferSpooledResults() {
     if (e.path().extension() == ".result") files.push_back(e.path().string());
   }
   for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
+    absl::StatusOr<std::string> bytes = ReadFileToString(f);
     v1::CompleteRunRequest req;
-    if (!req.ParseFromString(bytes.str())) {
+    if (!bytes.ok() || !req.ParseFromString(*bytes)) {
       Log(absl::StrCat("spooled result ", f, " is unreadable; left in place"));
       continue;
     }
