@@ -38,6 +38,7 @@
 #include "worker/daemon/signal_watcher.h"
 #include "worker/daemon/worker_daemon.h"
 #include "worker/run_executor.h"
+#include "common/host_name.h"
 
 namespace kvgrid::cli {
 namespace {
@@ -96,14 +97,8 @@ absl::Status PrefetchModels(const Grid& grid) {
   return absl::OkStatus();
 }
 
-std::string LocalHostName() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
-  return buf;
-}
-
 // The id prefix of this machine's `kvgrid run` workers: "local-HOST-" then "PID-I:DEVICE".
-std::string LocalWorkerPrefix() { return absl::StrCat("local-", LocalHostName(), "-"); }
+std::string LocalWorkerPrefix() { return absl::StrCat("local-", HostName(), "-"); }
 
 // Runs left running by an earlier `kvgrid run` on this machine whose process is gone (killed,
 // or it exited while the database refused writes) are handed back now instead of waiting for

@@ -7,15 +7,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/host_name.h"
 
 namespace kvgrid {
 namespace {
-
-std::string HostName() {
-  char buf[256] = {0};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
-  return buf;
-}
 
 class NoopExecutor final : public RunExecutor {
  public:

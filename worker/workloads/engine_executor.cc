@@ -23,6 +23,7 @@
 #include "worker/workloads/generation_timing.h"
 #include "worker/workloads/memory_probe.h"
 #include "worker/workloads/perplexity.h"
+#include "common/host_name.h"
 
 namespace kvgrid {
 namespace {
@@ -49,12 +50,6 @@ int64_t MemTotalBytes() {
     std::getline(in, rest);
   }
   return 0;
-}
-
-std::string HostName() {
-  char buf[256] = {0};
-  ::gethostname(buf, sizeof(buf) - 1);
-  return buf;
 }
 
 absl::StatusOr<std::string> ReadText(const std::string& path) {
