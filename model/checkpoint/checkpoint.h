@@ -36,13 +36,13 @@ absl::StatusOr<std::vector<std::string>> LocalWeightFiles(const std::string& dir
 
 // One tensor, in exactly one of the two file kinds.
 struct CheckpointTensor {
-  StDtype dtype = StDtype::kF32;
-  std::vector<int64_t> shape;
   const SafetensorsFile* safetensors = nullptr;  // with st_info
   const StTensorInfo* st_info = nullptr;
   const TorchZipFile* torch_zip = nullptr;       // with pickled
   const PickledTensor* pickled = nullptr;
   const std::string& file() const { return safetensors ? safetensors->path() : torch_zip->path(); }
+  StDtype dtype() const { return safetensors ? st_info->dtype : pickled->dtype; }
+  const std::vector<int64_t>& shape() const { return safetensors ? st_info->shape : pickled->shape; }
 };
 
 class Checkpoint {

@@ -97,16 +97,16 @@ absl::StatusOr<std::unique_ptr<GptNeoxModel>> GptNeoxModel::FromCheckpoint(
     if (info == nullptr) {
       return absl::NotFoundError(absl::StrCat(checkpoint->source(), ": missing tensor '", name, "'"));
     }
-    if (info->shape != shape) {
+    if (info->shape() != shape) {
       std::string want, got;
       for (auto d : shape) absl::StrAppend(&want, want.empty() ? "" : ",", d);
-      for (auto d : info->shape) absl::StrAppend(&got, got.empty() ? "" : ",", d);
+      for (auto d : info->shape()) absl::StrAppend(&got, got.empty() ? "" : ",", d);
       return absl::InvalidArgumentError(absl::StrCat(info->file(), ": tensor '", name, "' has shape [",
                                                      got, "], config.json implies [", want, "]"));
     }
-    if (info->dtype != StDtype::kF32 && info->dtype != StDtype::kF16 && info->dtype != StDtype::kBF16) {
+    if (info->dtype() != StDtype::kF32 && info->dtype() != StDtype::kF16 && info->dtype() != StDtype::kBF16) {
       return absl::InvalidArgumentError(absl::StrCat(info->file(), ": tensor '", name, "' has dtype ",
-                                                     StDtypeName(info->dtype), "; expected F32, F16 or BF16"));
+                                                     StDtypeName(info->dtype()), "; expected F32, F16 or BF16"));
     }
     ASSIGN_OR_RETURN(torch::Tensor t, reader.Read(*info));
     // Same dtype on the CPU: safetensors stay memory-mapped (zero-copy), torch.save storages are

@@ -22,7 +22,7 @@ torch::ScalarType TorchDtypeOf(StDtype d) {
 }
 
 absl::StatusOr<torch::Tensor> WeightReader::Read(const CheckpointTensor& t) {
-  const auto options = torch::TensorOptions().dtype(TorchDtypeOf(t.dtype));
+  const auto options = torch::TensorOptions().dtype(TorchDtypeOf(t.dtype()));
   if (t.safetensors != nullptr) {
     void* ptr = const_cast<void*>(t.safetensors->DataOf(*t.st_info));
     auto keep_alive = checkpoint_;  // the mapping outlives every tensor that wraps it
