@@ -160,6 +160,7 @@ struct Source {
   std::string url;         // what to download; empty: the Hub file below
   std::string hub_repo;    // a Hub dataset repository and file, through the Hugging Face cache
   std::string hub_file;
+  std::string url_base;    // pg19: where books come from
   std::string download;    // where the download goes (then processed into cache_file)
   std::string describe;    // "wikitext-2-raw-v1 test split" / "pg19 test book 10146"
   std::string lock_file;   // {cache}/.locks/<name>.lock
@@ -198,6 +199,7 @@ absl::StatusOr<Source> Describe(const DatasetRequest& r) {
     std::string base = Env("KVGRID_PG19_URL_BASE");
     if (base.empty()) base = kPg19UrlBase;
     while (absl::EndsWith(base, "/")) base.pop_back();
+    s.url_base = base;
     s.url = absl::StrCat(base, "/", dir, "/", s.sample, ".txt");
     s.cache_file = absl::StrCat(cache, "/", kPg19, "/", dir, "/", s.sample, ".txt");
     s.download = absl::StrCat(cache, "/downloads/", kPg19, "-", dir, "-", s.sample, ".txt");
@@ -329,36 +331,34 @@ absl::StatusOr<std::string> EnsureDatasetCached(const DatasetRequest& r) {
   // Another process may have filled the cache while we waited for the lock.
   cached = VerifyCached(s.cache_file);
   if (cached.ok() && *cached) return s.cache_file;
-  if (!hub_path.empty()) {
-    absl::StatusOr<std::string> text = Process(s, hub_path);  // the Hub cache keeps its blob
-    if (!text.ok()) {
-      return absl::Status(text.status().code(), absl::StrCat("processing ", s.describe, " from ", hub_path,
-                                                             ": ", text.status().message()));
+  // The bytes to process: the Hub cache's file (kept there), else a plain download (removed
+  // once processed, or when unusable, so the next try fetches it afresh).
+  const bool downloaded = hub_path.empty();
+  if (downloaded) {
+    auto dl = HttpDownloadToFile(s.url, s.download, r.http);
+    if (!dl.ok()) {
+      std::string hint;
+      if (s.pg19 && dl.status().code() == absl::StatusCode::kNotFound) {
+        hint = absl::StrCat("; pg19 samples are Gutenberg book ids of the split (the test split's "
+                            "100 ids are listed in ", kPg19TestList, "; default ",
+                            kDefaultPg19Sample, ")");
+      } else if (s.pg19) {
+        hint = absl::StrCat("; PG-19 books come from ", s.url_base,
+                            " (set KVGRID_PG19_URL_BASE to a mirror holding {split}/{id}.txt)");
+      } else {
+        hint = " (KVGRID_WIKITEXT_URL is set: unset it to fetch the zip from the Hub)";
+      }
+      return absl::Status(dl.status().code(), absl::StrCat("downloading ", s.describe, ": ",
+                                                           dl.status().message(), hint));
     }
-    RETURN_IF_ERROR(StoreCached(s.cache_file, *text));
-    return s.cache_file;
   }
-  auto dl = HttpDownloadToFile(s.url, s.download, r.http);
-  if (!dl.ok()) {
-    std::string hint;
-    if (s.pg19 && dl.status().code() == absl::StatusCode::kNotFound) {
-      hint = absl::StrCat("; pg19 samples are Gutenberg book ids of the split (the test split's "
-                          "100 ids are listed in ", kPg19TestList, "; default ",
-                          kDefaultPg19Sample, ")");
-    } else if (s.pg19) {
-      hint = absl::StrCat("; PG-19 books come from ", Env("KVGRID_PG19_URL_BASE").empty() ? kPg19UrlBase : Env("KVGRID_PG19_URL_BASE"),
-                          " (set KVGRID_PG19_URL_BASE to a mirror holding {split}/{id}.txt)");
-    } else {
-      hint = " (KVGRID_WIKITEXT_URL is set: unset it to fetch the zip from the Hub)";
-    }
-    return absl::Status(dl.status().code(), absl::StrCat("downloading ", s.describe, ": ",
-                                                         dl.status().message(), hint));
-  }
-  absl::StatusOr<std::string> text = Process(s, s.download);
-  ::unlink(s.download.c_str());  // processed (or unusable: a fresh download next time)
+  const std::string& source = downloaded ? s.download : hub_path;
+  absl::StatusOr<std::string> text = Process(s, source);
+  if (downloaded) ::unlink(s.download.c_str());
   if (!text.ok()) {
     return absl::Status(text.status().code(), absl::StrCat("processing ", s.describe, " from ",
-                                                           s.url, ": ", text.status().message()));
+                                                           downloaded ? s.url : hub_path, ": ",
+                                                           text.status().message()));
   }
   RETURN_IF_ERROR(StoreCached(s.cache_file, *text));
   return s.cache_file;
