@@ -54,6 +54,17 @@ torch::Tensor ReorderSlotAxisCpu(const torch::Tensor& t, const LayerCache& lc) {
   }
 }
 
+// probs [1,H,1,n] float32 -> [1,H,n] float64 (the attention a decode step's one query row gave
+// each slot), in one loop: it runs after every layer of every decode step.
+torch::Tensor RowAsDouble(const torch::Tensor& probs) {
+  const torch::Tensor src = probs.contiguous();
+  torch::Tensor out = torch::empty({1, src.size(1), src.size(3)}, torch::kDouble);
+  const float* p = src.data_ptr<float>();
+  double* o = out.data_ptr<double>();
+  for (int64_t i = 0, total = src.numel(); i < total; ++i) o[i] = p[i];
+  return out;
+}
+
 double NowMs() {
   return std::chrono::duration<double, std::milli>(
              std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -247,10 +258,12 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
     if (stats) stats->policy_ms += NowMs() - t0;
     return;
   }
-  // Policies see their entries oldest first (logical order), whatever slots they occupy.
+  // Policies see their entries oldest first (logical order), whatever slots they occupy, unless
+  // they map slots to logical indices themselves (then nothing is reordered).
+  const bool slot_order = !lc.in_order() && policy->ReadsSlotOrder();
   torch::Tensor order;  // [1,H,n] slot of each logical index, built only if a gather needs it
   auto logical = [&](const torch::Tensor& t, int64_t dim) -> torch::Tensor {
-    if (lc.in_order() || !t.defined()) return t;
+    if (lc.in_order() || slot_order || !t.defined()) return t;
     if (dim == t.dim() - 1 && ReordersWithPlainLoops(t)) {
       return ReorderSlotAxisCpu(t, lc);  // statistics and positions: plain loops, every step
     }
@@ -277,6 +290,7 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
   view.probs = logical(attended.probs, 3);
   view.received = logical(attended.received, 2);
   view.positions = logical(lc.Positions(), 2);
+  view.slot_rank = slot_order ? &lc.rank : nullptr;
   torch::Tensor keep = policy->SelectKeep(view);
   if (keep.defined() && keep.size(2) < n) KeepEntries(layer, cache, keep);
   if (stats) stats->policy_ms += NowMs() - t0;
@@ -304,7 +318,7 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
     } else {
       out = cpu_attention_->Decode(layer, qkv, positions.data_ptr<int64_t>()[0], cache,
                                &attended.probs, &attended.queries);
-      if (needs.received) attended.received = attended.probs.to(torch::kDouble).sum(2);
+      if (needs.received) attended.received = RowAsDouble(attended.probs);  // one query row
       if (needs.last_rows == 0) attended.probs = torch::Tensor();
       // Policies see the keys as attended (rotated at their slot in shifted mode); positional and
       // attention-only policies read just the shape, so the rotation is skipped for them.

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/policy_spec.h"
@@ -41,6 +42,15 @@ struct LayerView {
   torch::Tensor received;       // [B,H,n] float64 attention each slot received, summed over all
                                 // m query rows of this forward (H2O, observed attention)
   torch::Tensor positions;      // [B,H,n] int64 true text positions of the slots
+  // Slot order (only for policies whose ReadsSlotOrder() is true, on a cache that reuses slots):
+  // probs, received, positions and keys are then indexed by slot, not by logical index, and
+  // slot_rank[h][s] is the logical index (0 = oldest) of head h's slot s. Null when the slots
+  // are in logical order (slot == logical index) or the policy reads logical order.
+  const std::vector<std::vector<int64_t>>* slot_rank = nullptr;
+  // The logical index of head h's slot s.
+  int64_t LogicalIndex(int64_t h, int64_t s) const {
+    return slot_rank == nullptr ? s : (*slot_rank)[h][s];
+  }
 };
 
 // Which attention statistics a policy reads. The fused CPU prefill kernel computes exactly these
@@ -80,6 +90,10 @@ class KvPolicy {
   // attention-based policies, and those that read only `new_keys`): lets the engine skip
   // rotating and reordering the cache for the view.
   virtual bool NeedsKeyValues() const { return true; }
+  // True when the policy maps slots to logical indices itself (LayerView::slot_rank): the engine
+  // then hands it the kernels' per-slot statistics as they are, without reordering them into
+  // logical order after every layer of every step (per-step scorers: h2o, tova, knorm).
+  virtual bool ReadsSlotOrder() const { return false; }
 };
 
 // Builds a policy from a validated spec (core/policy_spec.h). Unknown names are errors.

@@ -28,6 +28,7 @@ class H2oPolicy : public KvPolicy {
 
   std::string name() const override { return "h2o"; }
   bool NeedsKeyValues() const override { return false; }
+  bool ReadsSlotOrder() const override { return true; }
   AttentionNeeds attention_needs() const override { return {.received = true}; }
 
   void Reset(int64_t num_layers) override {
@@ -44,10 +45,10 @@ class H2oPolicy : public KvPolicy {
     const int64_t n = view.n;
     const torch::Tensor received =
         AttentionReceived(view).to(torch::kCPU, torch::kDouble).contiguous();  // [1,H,n]
-    const double* recv = received.data_ptr<double>();
+    const double* recv = received.data_ptr<double>();  // by slot
     const int64_t H = received.size(1);
-    double* acc = scores_.Grow(view, H, name());  // [H, n]
-    for (int64_t i = 0; i < H * n; ++i) acc[i] += recv[i];
+    const HeldScores::Rows acc = scores_.Grow(view, H, name());  // by logical index
+    for (int64_t h = 0; h < H; ++h) AddInLogicalOrder(view, h, recv + h * n, acc.row(h));
     if (n <= heavy_ + recent_) return {};
     // Keep the `heavy` best-scored of the older slots and every one of the last `recent`.
     const int64_t k = heavy_ + recent_;
@@ -55,7 +56,7 @@ class H2oPolicy : public KvPolicy {
     int64_t* kept = keep.data_ptr<int64_t>();
     for (int64_t h = 0; h < H; ++h) {
       int64_t* row = kept + h * k;
-      TopKAscendingRow(acc + h * n, n - recent_, heavy_, row);
+      TopKAscendingRow(acc.row(h), n - recent_, heavy_, row);
       for (int64_t j = 0; j < recent_; ++j) row[heavy_ + j] = n - recent_ + j;
     }
     scores_.Keep(view.layer, kept, k);

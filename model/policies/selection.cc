@@ -134,36 +134,44 @@ torch::Tensor TopKAscending(const torch::Tensor& scores, int64_t k) {
   return std::get<0>(top.sort(/*dim=*/-1));
 }
 
-void HeldScores::Reset(int64_t num_layers) {
-  scores_.assign(num_layers, {});
-  held_.assign(num_layers, 0);
-}
+void HeldScores::Reset(int64_t num_layers) { layers_.assign(num_layers, Layer{}); }
 
-double* HeldScores::Grow(const LayerView& view, int64_t heads, const std::string& policy) {
+HeldScores::Rows HeldScores::Grow(const LayerView& view, int64_t heads, const std::string& policy) {
   const int64_t n = view.n, m = view.new_tokens;
-  std::vector<double>& scores = scores_.at(view.layer);
-  int64_t& held = held_.at(view.layer);
-  TORCH_CHECK(held == n - m, policy, ": layer ", view.layer, " held ", n - m,
-              " entries before this forward but the policy scored ", held,
+  Layer& l = layers_.at(view.layer);
+  TORCH_CHECK(l.held == n - m, policy, ": layer ", view.layer, " held ", n - m,
+              " entries before this forward but the policy scored ", l.held,
               "; call Reset() at the start of every sequence");
-  std::vector<double> grown(heads * n, 0.0);
-  for (int64_t h = 0; h < heads; ++h) {
-    std::copy(scores.begin() + h * held, scores.begin() + (h + 1) * held, grown.begin() + h * n);
+  if (l.held == 0) l.heads = heads;
+  TORCH_CHECK(l.heads == heads, policy, ": layer ", view.layer, " has ", heads, " heads, not ",
+              l.heads);
+  if (n > l.stride) {  // room for a quarter more (at least 64) before the next reallocation
+    const int64_t stride = std::max<int64_t>(n, l.stride + std::max<int64_t>(64, l.stride / 4));
+    std::vector<double> grown(heads * stride, 0.0);
+    for (int64_t h = 0; h < heads; ++h) {
+      std::copy(l.scores.begin() + h * l.stride, l.scores.begin() + h * l.stride + l.held,
+                grown.begin() + h * stride);
+    }
+    l.scores.swap(grown);
+    l.stride = stride;
   }
-  scores.swap(grown);
-  held = n;
-  return scores.data();
+  for (int64_t h = 0; h < heads; ++h) {
+    std::fill(l.scores.begin() + h * l.stride + l.held, l.scores.begin() + h * l.stride + n, 0.0);
+  }
+  l.held = n;
+  return {l.scores.data(), l.stride};
 }
 
 void HeldScores::Keep(int64_t layer, const int64_t* kept, int64_t k) {
-  std::vector<double>& scores = scores_.at(layer);
-  int64_t& held = held_.at(layer);
-  const int64_t heads = held == 0 ? 0 : static_cast<int64_t>(scores.size()) / held;
-  for (int64_t h = 0; h < heads; ++h) {  // in place: kept[h * k + j] >= j, and h * k <= h * held
-    for (int64_t j = 0; j < k; ++j) scores[h * k + j] = scores[h * held + kept[h * k + j]];
+  Layer& l = layers_.at(layer);
+  for (int64_t h = 0; h < l.heads; ++h) {  // in place: kept[j] >= j
+    double* row = l.scores.data() + h * l.stride;
+    const int64_t* keep = kept + h * k;
+    int64_t j = 0;
+    while (j < k && keep[j] == j) ++j;  // entries before the first eviction stay
+    for (; j < k; ++j) row[j] = row[keep[j]];
   }
-  scores.resize(heads * k);
-  held = k;
+  l.held = k;
 }
 
 torch::Tensor TopKPlusTail(const torch::Tensor& prefix_scores, int64_t k, int64_t n) {

@@ -60,24 +60,45 @@ torch::Tensor TopKAscending(const torch::Tensor& scores, int64_t k);
 void TopKAscendingRow(const double* scores, int64_t n, int64_t k, int64_t* out);
 
 // Scores a per-step policy keeps beside the cache, one per held entry of a layer in logical
-// order ([H, held] row-major doubles): grown by each forward's m new entries, compacted to the
-// kept ones. Per-step policies rely on seeing every forward of a sequence (Reset() between).
+// order (head h's entry i at rows.row(h)[i]): grown by each forward's m new entries, compacted to
+// the kept ones. Rows have growth room, so a decode step neither allocates nor copies them.
+// Per-step policies rely on seeing every forward of a sequence (Reset() between).
 class HeldScores {
  public:
+  struct Rows {
+    double* data = nullptr;
+    int64_t stride = 0;
+    double* row(int64_t h) const { return data + h * stride; }
+  };
   void Reset(int64_t num_layers);
   bool SizedFor(int64_t num_layers) const {
-    return static_cast<int64_t>(held_.size()) == num_layers;
+    return static_cast<int64_t>(layers_.size()) == num_layers;
   }
   // Checks the layer held view.n - view.new_tokens entries, grows every head's row to view.n
-  // (the new entries' scores 0) and returns the [H, n] scores.
-  double* Grow(const LayerView& view, int64_t heads, const std::string& policy);
+  // (the new entries' scores 0) and returns the rows.
+  Rows Grow(const LayerView& view, int64_t heads, const std::string& policy);
   // Keeps kept[h * k + j], j < k (ascending logical indices), of every head.
   void Keep(int64_t layer, const int64_t* kept, int64_t k);
 
  private:
-  std::vector<std::vector<double>> scores_;
-  std::vector<int64_t> held_;
+  struct Layer {
+    std::vector<double> scores;  // [heads][stride]
+    int64_t heads = 0, held = 0, stride = 0;
+  };
+  std::vector<Layer> layers_;
 };
+
+// Adds per_slot[s] (head h's statistic of slot s, s < view.n) to logical_row at each slot's
+// logical index (LayerView::slot_rank; the identity when the view is in logical order).
+template <typename T>
+void AddInLogicalOrder(const LayerView& view, int64_t h, const T* per_slot, double* logical_row) {
+  if (view.slot_rank == nullptr) {
+    for (int64_t s = 0; s < view.n; ++s) logical_row[s] += static_cast<double>(per_slot[s]);
+    return;
+  }
+  const int64_t* rank = (*view.slot_rank)[h].data();
+  for (int64_t s = 0; s < view.n; ++s) logical_row[rank[s]] += static_cast<double>(per_slot[s]);
+}
 
 // Top-k over the scored prefix (slots [0, p), p = prefix_scores.size(-1)) plus every slot of the
 // protected tail [p, n). Returns [..., k + n - p] ascending.

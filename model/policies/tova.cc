@@ -18,6 +18,7 @@ class TovaPolicy : public KvPolicy {
   explicit TovaPolicy(const PolicySpec& spec) : cache_size_(spec.Int("cache_size")) {}
   std::string name() const override { return "tova"; }
   bool NeedsKeyValues() const override { return false; }
+  bool ReadsSlotOrder() const override { return true; }
   AttentionNeeds attention_needs() const override { return {.last_rows = 1}; }
 
   torch::Tensor SelectKeep(const LayerView& view) override {
@@ -27,12 +28,11 @@ class TovaPolicy : public KvPolicy {
     // Plain loops: this runs after every layer of every decode step.
     const torch::Tensor last =
         view.probs.select(2, view.probs.size(2) - 1).to(torch::kCPU, torch::kFloat).contiguous();
-    const float* p = last.data_ptr<float>();  // [H, n]
+    const float* p = last.data_ptr<float>();  // [H, n] by slot
     const int64_t H = last.size(1), n = view.n;
-    std::vector<double> mean(n, 0.0);
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t j = 0; j < n; ++j) mean[j] += static_cast<double>(p[h * n + j]);
-    }
+    std::vector<double>& mean = mean_;  // by logical index
+    mean.assign(n, 0.0);
+    for (int64_t h = 0; h < H; ++h) AddInLogicalOrder(view, h, p + h * n, mean.data());
     for (double& x : mean) x /= static_cast<double>(H);
     torch::Tensor keep = torch::empty({1, H, cache_size_}, torch::kInt64);
     int64_t* kept = keep.data_ptr<int64_t>();
@@ -43,6 +43,7 @@ class TovaPolicy : public KvPolicy {
 
  private:
   int64_t cache_size_;
+  std::vector<double> mean_;  // scratch, reused every step
 };
 
 }  // namespace
