@@ -13,15 +13,13 @@ class KeyDiffPolicy : public ScorerPolicy {
  public:
   explicit KeyDiffPolicy(const PolicySpec& spec) : ScorerPolicy(spec, 0) {}
 
- protected:
-  torch::Tensor Select(const LayerView& view, bool, int64_t k) override {
+ public:
+  torch::Tensor Scores(const LayerView& view, bool) override {
     namespace F = torch::nn::functional;
     torch::Tensor keys = view.keys.to(torch::kFloat);
     torch::Tensor anchor =
         F::normalize(keys, F::NormalizeFuncOptions().p(2).dim(-1)).mean(2, /*keepdim=*/true);
-    return TopKAscending(F::cosine_similarity(keys, anchor, F::CosineSimilarityFuncOptions().dim(-1))
-                             .neg(),
-                         k);
+    return F::cosine_similarity(keys, anchor, F::CosineSimilarityFuncOptions().dim(-1)).neg();
   }
 };
 

@@ -19,8 +19,8 @@ class ObservedAttentionPolicy : public ScorerPolicy {
       : ScorerPolicy(spec, kDecodingQueryBuffer) {}
   AttentionNeeds attention_needs() const override { return {.received = true}; }
 
- protected:
-  torch::Tensor Select(const LayerView& view, bool decoding, int64_t k) override {
+ public:
+  torch::Tensor Scores(const LayerView& view, bool decoding) override {
     torch::Tensor received, seen_by;  // [B,H,n] float64
     if (decoding) {
       const torch::Tensor& qpos = query_buffer().positions(view.layer);
@@ -33,7 +33,7 @@ class ObservedAttentionPolicy : public ScorerPolicy {
       received = AttentionReceived(view);
       seen_by = torch::arange(n, 0, -1, received.options()).clamp_max(static_cast<double>(m));
     }
-    return TopKAscending(received / seen_by.clamp_min(1.0), k);
+    return received / seen_by.clamp_min(1.0);
   }
 };
 

@@ -22,15 +22,14 @@ class RandomPolicy : public ScorerPolicy {
     rng_.seed(seed_);
   }
 
- protected:
-  torch::Tensor Select(const LayerView& view, bool, int64_t k) override {
+  torch::Tensor Scores(const LayerView& view, bool) override {
     const int64_t b = view.keys.size(0), h = view.keys.size(1), n = view.n;
     torch::Tensor scores = torch::empty({b, h, n}, torch::kDouble);
     double* out = scores.data_ptr<double>();
     for (int64_t i = 0; i < b * h * n; ++i) {
       out[i] = static_cast<double>(rng_() >> 11) * 0x1.0p-53;  // 53 random bits in [0,1)
     }
-    return TopKAscending(scores, k).to(view.keys.device());
+    return scores;
   }
 
  private:

@@ -268,12 +268,21 @@ int64_t ScorerPolicy::Target(const LayerView& view, bool decoding) const {
   return budget_.Resolve(decoding || view.n != view.new_tokens ? view.tokens_seen : view.n);
 }
 
-torch::Tensor ScorerPolicy::SelectKeep(const LayerView& view) {
+void ScorerPolicy::Observe(const LayerView& view) {
   RequireSingleSequence(view, name_);
   EnsureLayers(view.num_layers);
   TORCH_CHECK(view.layer >= 0 && view.layer < num_layers_, "KV policy '", name_, "': layer ",
               view.layer, " outside [0, ", num_layers_, ")");
   if (buffer_capacity_ > 0) buffer_.Append(view);
+  Observed(view);
+}
+
+torch::Tensor ScorerPolicy::Select(const LayerView& view, bool decoding, int64_t k) {
+  return TopKAscending(Scores(view, decoding), k).to(view.positions.device());
+}
+
+torch::Tensor ScorerPolicy::SelectKeep(const LayerView& view) {
+  Observe(view);
   const bool decoding = view.phase == ForwardPhase::kDecode;
   if (decoding) {
     if (interval_ == 0) return {};

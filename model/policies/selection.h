@@ -161,11 +161,23 @@ class ScorerPolicy : public KvPolicy {
     return phase != ForwardPhase::kDecode || interval_ > 0;
   }
 
+  // What this scorer reads of every forward, whether or not it compresses after it (the
+  // decoding variant's query buffer). SelectKeep calls it; a wrapper (chunkkv) calls it for its
+  // inner scorer.
+  void Observe(const LayerView& view);
+  // Per-head scores [B,H,n] of the view's entries (higher = kept first), float or double; slots
+  // the method always keeps (SnapKV's observation window) score the layer's maximum over every
+  // head + 1 (kvpress 0.5.4's padding; kv-policies-next.md C2). Wrappers select on these.
+  virtual torch::Tensor Scores(const LayerView& view, bool decoding) = 0;
+
  protected:
+  // Called at the end of Observe(): wrappers pass the view on to their inner scorer.
+  virtual void Observed(const LayerView& view) { (void)view; }
   // Entries this layer keeps now; >= view.n means "no compression".
   virtual int64_t Target(const LayerView& view, bool decoding) const;
-  // Slots to keep, [B,H,k] ascending, for 1 <= k < view.n.
-  virtual torch::Tensor Select(const LayerView& view, bool decoding, int64_t k) = 0;
+  // Slots to keep, [B,H,k] ascending, for 1 <= k < view.n: by default the per-head top k of
+  // Scores() (kvpress ScorerPress), on the view's device.
+  virtual torch::Tensor Select(const LayerView& view, bool decoding, int64_t k);
 
   const Budget& budget() const { return budget_; }
   const QueryBuffer& query_buffer() const { return buffer_; }

@@ -29,10 +29,9 @@ SnapKvPolicy::SnapKvPolicy(const PolicySpec& spec)
       kernel_(spec.Int("kernel", 7)),
       pooling_(spec.Str("pooling", "max") == "avg" ? Pooling::kAvg : Pooling::kMax) {}
 
-torch::Tensor SnapKvPolicy::Select(const LayerView& view, bool decoding, int64_t k) {
+torch::Tensor SnapKvPolicy::PrefixScores(const LayerView& view, bool decoding) {
   const int64_t n = view.n;
-  const int64_t w = std::min(window_, n);
-  const int64_t p = n - w;
+  const int64_t p = n - std::min(window_, n);
   torch::Tensor rows;  // [B,H,r,n] float32
   if (decoding) {
     rows = WindowAttention(query_buffer().queries(view.layer), query_buffer().positions(view.layer),
@@ -44,7 +43,23 @@ torch::Tensor SnapKvPolicy::Select(const LayerView& view, bool decoding, int64_t
     const int64_t r = std::min(window_, m);
     rows = view.probs.narrow(2, m - r, r).to(torch::kFloat);
   }
-  torch::Tensor scores = Pool1d(rows.narrow(-1, 0, p).sum(2), kernel_, pooling_);  // [B,H,p]
+  return Pool1d(rows.narrow(-1, 0, p).sum(2), kernel_, pooling_);
+}
+
+torch::Tensor SnapKvPolicy::Scores(const LayerView& view, bool decoding) {
+  const torch::Tensor scores = PrefixScores(view, decoding);
+  const int64_t w = view.n - scores.size(-1);
+  const float pad = scores.numel() > 0 ? scores.max().item<float>() + 1.0f : 1.0f;
+  std::vector<int64_t> shape = scores.sizes().vec();
+  shape.back() = w;
+  return torch::cat({scores, torch::full(shape, pad, scores.options())}, -1);
+}
+
+torch::Tensor SnapKvPolicy::Select(const LayerView& view, bool decoding, int64_t k) {
+  const int64_t n = view.n;
+  const int64_t w = std::min(window_, n);
+  const int64_t p = n - w;
+  torch::Tensor scores = PrefixScores(view, decoding);  // [B,H,p]
   if (k >= w) return TopKPlusTail(scores, k - w, n);
   const float pad = p > 0 ? scores.max().item<float>() : 0.0f;
   std::vector<int64_t> shape = scores.sizes().vec();

@@ -10,6 +10,8 @@ class SnapKvPolicy : public ScorerPolicy {
  public:
   explicit SnapKvPolicy(const PolicySpec& spec);
   AttentionNeeds attention_needs() const override { return {.last_rows = window_}; }
+  // Pooled window attention of the prefix; the window itself at the layer's maximum + 1.
+  torch::Tensor Scores(const LayerView& view, bool decoding) override;
 
  protected:
   torch::Tensor Select(const LayerView& view, bool decoding, int64_t k) override;
@@ -19,6 +21,8 @@ class SnapKvPolicy : public ScorerPolicy {
   int64_t window_;
   int64_t kernel_;
   Pooling pooling_;
+  // [B,H,p] pooled window attention of the prefix slots [0, p), p = n - min(window, n).
+  torch::Tensor PrefixScores(const LayerView& view, bool decoding);
 };
 
 }  // namespace policies
