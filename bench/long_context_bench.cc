@@ -7,8 +7,9 @@
 // Rows: a prompt length + new tokens, a policy spec and a prefill chunk (0 = whole prompt), one
 // per line of --rows ("2000+512 streaming_llm:sink_tokens=4,window=508 chunk=512"; '#' comments),
 // or the built-in plan below. Every row of a length group is compared with that group's `full`
-// row (whole prompt). Round r runs every row once (RunGenerationTiming, the grid's workload), so
-// a slow spell of the machine hits every row alike; --warmup rounds are discarded. Ratios are
+// row (whole prompt). Round r runs every row once (RunGenerationTiming, the grid's workload: one
+// warm-up generation, then the timed one), so a slow spell of the machine hits every row alike;
+// --warmup rounds are discarded. Ratios are
 // paired: row / full of the same round, median and min–max over the N rounds.
 //   TTFT, TPOT     — as metrics.md (first token on the host; mean decode step).
 //   evict ms/tok   — policy scoring + eviction per decode step (inside TPOT), prefill excluded.
@@ -251,7 +252,11 @@ int Main(int argc, char** argv) {
       GenerationTimingOptions go;
       go.new_tokens = row.new_tokens;
       go.repeats = 1;
-      go.warmup = 0;
+      // RunGenerationTiming first returns the heap an earlier row left (so the row's peak RSS is
+      // its own); one warm-up generation then takes the first-touch page faults that would
+      // otherwise land in every row's timed TTFT (the rounds' own warm-up cannot: the heap is
+      // returned at every call).
+      go.warmup = 1;
       go.prefill_chunk = row.chunk;
       const std::vector<int64_t> prompt(ids->begin(), ids->begin() + row.prompt);
       auto r = RunGenerationTiming(model, prompt, row.policy, go);
