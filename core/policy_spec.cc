@@ -53,6 +53,11 @@ std::vector<ParamSchema> BudgetParams() {
           Int("interval", "decoding variant (streaming protocol): compress every N steps", "0", 0)};
 }
 
+// Scorers a wrapper (chunkkv) may rank with: the kvpress-style ScorerPolicy subclasses.
+std::vector<std::string> InnerScorers() {
+  return {"snapkv", "observed_attention", "keydiff", "expected_attention", "random"};
+}
+
 std::vector<PolicySchema> BuildSchemas() {
   std::vector<PolicySchema> s;
   s.push_back({"full", "baseline: never evict", {}});
@@ -97,6 +102,28 @@ std::vector<PolicySchema> BuildSchemas() {
                BudgetParams()});
   s.push_back({"keydiff", "keys least similar to the mean key direction (kvpress KeyDiff)",
                BudgetParams()});
+  {
+    PolicySchema p{"expected_attention",
+                   "attention expected from future queries x value norm (kvpress Expected Attention)",
+                   BudgetParams()};
+    p.params.push_back(Int("n_future_positions", "future positions the query rotation averages", "512", 1));
+    p.params.push_back(Int("n_sink", "first tokens always kept (their queries left out)", "4", 0));
+    p.params.push_back(Enum("use_covariance", "add the queries' covariance term", {"true", "false"}, "true"));
+    p.params.push_back(Enum("use_vnorm", "weight by the value norm", {"true", "false"}, "true"));
+    ParamSchema eps{"epsilon", ParamType::kReal, "added to the expected attention before the value norm"};
+    eps.default_value = "0";
+    eps.min = 0;
+    p.params.push_back(eps);
+    s.push_back(p);
+  }
+  {
+    PolicySchema p{"chunkkv", "whole chunks of consecutive tokens ranked by an inner scorer (kvpress ChunkKV)",
+                   BudgetParams()};
+    p.params.push_back(Enum("inner", "scorer ranking the tokens (its other parameters at their defaults)",
+                            InnerScorers(), "snapkv"));
+    p.params.push_back(Int("chunk_length", "tokens per chunk", "20", 1));
+    s.push_back(p);
+  }
   return s;
 }
 
@@ -203,6 +230,10 @@ absl::Status CheckCombination(PolicySpec& spec) {
     if ((n == "snapkv" || n == "pyramidkv") && spec.Int("kernel") % 2 == 0) {
       return err(absl::StrFormat("kernel %d must be odd (pooling keeps the length)", spec.Int("kernel")));
     }
+  }
+  if (spec.Has("inner")) {  // the wrapped scorer must accept the wrapper's budget
+    absl::StatusOr<PolicySpec> inner = InnerScorerSpec(spec);
+    if (!inner.ok()) return err(absl::StrCat("inner scorer: ", inner.status().message()));
   }
   if (n == "h2o") {
     bool counts = spec.Has("heavy") || spec.Has("recent");
@@ -321,6 +352,15 @@ absl::StatusOr<PolicySpec> MakePolicySpec(const std::string& name,
   }
   RETURN_IF_ERROR(CheckCombination(spec));
   return spec;
+}
+
+absl::StatusOr<PolicySpec> InnerScorerSpec(const PolicySpec& wrapper) {
+  std::map<std::string, std::string> raw;
+  for (const char* key : {"budget", "ratio", "interval"}) {
+    auto it = wrapper.params.find(key);
+    if (it != wrapper.params.end()) raw[key] = FormatPolicyValue(it->second, 17);
+  }
+  return MakePolicySpec(wrapper.Str("inner"), raw);
 }
 
 absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text) {

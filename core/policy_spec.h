@@ -71,6 +71,10 @@ std::string WhyPolicyCannotRunProtocol(const PolicySpec& spec, const std::string
 // significant digits (6 in canonical names and messages; 17 round-trips a double exactly).
 std::string FormatPolicyValue(const PolicyValue& v, int double_digits = 6);
 
+// The spec of a wrapper's inner scorer (chunkkv's `inner`): that scorer's defaults with the
+// wrapper's budget, ratio and interval.
+absl::StatusOr<PolicySpec> InnerScorerSpec(const PolicySpec& wrapper);
+
 // Parses and validates "name:key=value,...". Errors name the policy, the key and the rule.
 absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text);
 

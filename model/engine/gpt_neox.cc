@@ -284,9 +284,18 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
   view.prompt_length = req.prompt_length;
   view.phase = req.phase;
   view.keys = key_values ? logical(attended.keys, 2) : attended.keys;
-  view.values = lc.in_order() ? lc.V() : torch::Tensor();
+  view.values = lc.in_order() ? lc.V()
+                : policy->NeedsValues() && !slot_order ? logical(lc.V(), 2) : torch::Tensor();
   view.new_keys = lc.K().narrow(2, n - view.new_tokens, view.new_tokens);  // appended last
   view.queries = attended.queries;
+  if (key_values) {  // (not built for the per-step scorers, which read no keys)
+    view.query_positions =
+        cache.mode() == PositionMode::kOriginal
+            ? req.positions.select(0, 0).to(torch::kCPU)
+            : torch::arange(n - view.new_tokens, n, torch::kInt64);  // logical indices
+  }
+  view.rotary_dims = config_.rotary_dims();
+  view.rotary_base = config_.rotary_base;
   view.probs = logical(attended.probs, 3);
   view.received = logical(attended.received, 2);
   view.positions = logical(lc.Positions(), 2);

@@ -31,11 +31,16 @@ struct LayerView {
   ForwardPhase phase = ForwardPhase::kPrefill;
   torch::Tensor keys;           // [B,H,n,d] as attended this step (rotated)
   torch::Tensor values;         // [B,H,n,d]; undefined when the cache's slots are out of logical
-                                // order (no policy reads values; gathering them costs a cache copy)
+                                // order, unless the policy NeedsValues() (gathering costs a copy)
   torch::Tensor new_keys;       // [B,H,m,d] the keys of this forward's m tokens as stored in the
                                 // cache (before rotary in shifted mode): for scores that rotation
                                 // does not change (key norms), read once per entry
   torch::Tensor queries;        // [B,H,m,d] as attended this step (rotated)
+  torch::Tensor query_positions;  // [m] int64 CPU: the rotary position each query was rotated at
+                                  // (its text position in `original` mode, else its logical
+                                  // index); only for policies that NeedsKeyValues()
+  int64_t rotary_dims = 0;        // rotary on dims [0, rotary_dims) of each head, pairs (i, i+r/2)
+  double rotary_base = 10000;     // inverse frequency of pair i: base^(-2i / rotary_dims)
   // Attention statistics of this forward, only those the policy asked for (AttentionNeeds):
   torch::Tensor probs;          // [B,H,r,n] float32 probabilities of the LAST r = min(rows, m)
                                 // query rows of this forward (r = m when all rows were asked for)
@@ -94,6 +99,9 @@ class KvPolicy {
   // then hands it the kernels' per-slot statistics as they are, without reordering them into
   // logical order after every layer of every step (per-step scorers: h2o, tova, knorm).
   virtual bool ReadsSlotOrder() const { return false; }
+  // True when the policy reads LayerView::values (given in logical order, a gather when the
+  // cache reuses slots); otherwise values are set only while the slots are in logical order.
+  virtual bool NeedsValues() const { return false; }
 };
 
 // Builds a policy from a validated spec (core/policy_spec.h). Unknown names are errors.

@@ -21,6 +21,12 @@ std::unique_ptr<KvPolicy> NewTovaPolicy(const PolicySpec& spec);
 std::unique_ptr<KvPolicy> NewRandomPolicy(const PolicySpec& spec);
 std::unique_ptr<KvPolicy> NewObservedAttentionPolicy(const PolicySpec& spec);
 std::unique_ptr<KvPolicy> NewKeyDiffPolicy(const PolicySpec& spec);
+std::unique_ptr<KvPolicy> NewExpectedAttentionPolicy(const PolicySpec& spec);
+std::unique_ptr<KvPolicy> NewChunkKvPolicy(const PolicySpec& spec);
+
+class ScorerPolicy;
+// The inner scorer of a wrapper spec (core/policy_spec.h InnerScorerSpec), built by MakePolicy.
+std::unique_ptr<ScorerPolicy> NewInnerScorer(const PolicySpec& wrapper);
 
 }  // namespace policies
 }  // namespace kvgrid

@@ -7,6 +7,7 @@
 #include "common/status_macros.h"
 #include "model/engine/kv_policy.h"
 #include "model/policies/policies.h"
+#include "model/policies/selection.h"
 
 namespace kvgrid {
 namespace {
@@ -26,11 +27,29 @@ const std::map<std::string, Factory>& Factories() {
       {"random", &policies::NewRandomPolicy},
       {"observed_attention", &policies::NewObservedAttentionPolicy},
       {"keydiff", &policies::NewKeyDiffPolicy},
+      {"expected_attention", &policies::NewExpectedAttentionPolicy},
+      {"chunkkv", &policies::NewChunkKvPolicy},
   };
   return *factories;
 }
 
 }  // namespace
+
+namespace policies {
+
+std::unique_ptr<ScorerPolicy> NewInnerScorer(const PolicySpec& wrapper) {
+  absl::StatusOr<PolicySpec> spec = InnerScorerSpec(wrapper);
+  TORCH_CHECK(spec.ok(), "policy '", wrapper.name, "': inner scorer: ", spec.status().ToString());
+  auto it = Factories().find(spec->name);
+  TORCH_CHECK(it != Factories().end(), "policy '", wrapper.name, "': no scorer '", spec->name, "'");
+  std::unique_ptr<KvPolicy> policy = it->second(*spec);
+  auto* scorer = dynamic_cast<ScorerPolicy*>(policy.get());
+  TORCH_CHECK(scorer != nullptr, "policy '", wrapper.name, "': '", spec->name, "' is not a scorer");
+  policy.release();
+  return std::unique_ptr<ScorerPolicy>(scorer);
+}
+
+}  // namespace policies
 
 absl::StatusOr<std::unique_ptr<KvPolicy>> MakePolicy(const PolicySpec& spec) {
   std::map<std::string, std::string> raw;

@@ -94,7 +94,9 @@ std::vector<std::string> EvictingPolicies() {
           "pyramidkv:budget=16,window=4,interval=3",
           "observed_attention:budget=16,interval=2",
           "keydiff:budget=16,interval=2",
-          "random:budget=16,interval=2,seed=3"};
+          "random:budget=16,interval=2,seed=3",
+          "expected_attention:budget=16,interval=3,n_future_positions=8",
+          "chunkkv:budget=16,chunk_length=4,inner=keydiff,interval=3"};
 }
 
 class EveryFixture : public ::testing::TestWithParam<std::string> {};

@@ -54,6 +54,7 @@ LayerView View(int64_t n, int64_t m, ForwardPhase phase = ForwardPhase::kPrefill
   v.values = torch::zeros({1, heads, n, 4});
   v.queries = torch::zeros({1, heads, m, 4});
   v.positions = torch::arange(n, torch::kInt64).view({1, 1, n}).expand({1, heads, n}).contiguous();
+  v.query_positions = torch::arange(n - m, n, torch::kInt64);
   return v;
 }
 
@@ -170,7 +171,9 @@ std::map<std::string, std::string> SampleSpecs() {
           {"tova", "tova:cache_size=4"},
           {"random", "random:ratio=0.5,seed=3"},
           {"observed_attention", "observed_attention:budget=5"},
-          {"keydiff", "keydiff:ratio=0.25"}};
+          {"keydiff", "keydiff:ratio=0.25"},
+          {"expected_attention", "expected_attention:budget=6,n_sink=2"},
+          {"chunkkv", "chunkkv:ratio=0.5,chunk_length=3,inner=observed_attention"}};
 }
 
 TEST(Registry, MakesEveryPolicyInTheSchemaAndItSelectsValidSlots) {
@@ -222,7 +225,8 @@ TEST(Registry, BudgetAtLeastTheLengthChangesNothing) {
        {"full", "window:window=16", "streaming_llm:sink_tokens=4,window=12",
         "h2o:heavy=8,recent=8", "snapkv:budget=16,window=4", "pyramidkv:budget=16,window=4",
         "knorm:budget=16", "knorm:keep_ratio=1", "tova:cache_size=16", "random:budget=16",
-        "random:ratio=1", "observed_attention:budget=99", "keydiff:budget=16"}) {
+        "random:ratio=1", "observed_attention:budget=99", "keydiff:budget=16",
+        "expected_attention:budget=16", "chunkkv:budget=16,inner=keydiff"}) {
     SCOPED_TRACE(text);
     auto policy = Make(text);
     policy->Reset(1);

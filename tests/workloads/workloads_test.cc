@@ -359,7 +359,11 @@ std::vector<NoEvictionCase> NoEvictionCases() {
           {"observed_attention:budget=4096"},
           {"observed_attention:ratio=1"},
           {"keydiff:budget=4096"},
-          {"keydiff:ratio=1"}};
+          {"keydiff:ratio=1"},
+          {"expected_attention:budget=4096"},
+          {"expected_attention:ratio=1,n_sink=0,use_covariance=false"},
+          {"chunkkv:budget=4096,inner=keydiff"},
+          {"chunkkv:ratio=1,chunk_length=5,inner=expected_attention"}};
 }
 
 std::string Name(const std::string& spec) { return spec.substr(0, spec.find(':')); }
