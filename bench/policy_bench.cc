@@ -20,7 +20,8 @@
 //                   every policy once (interleaved, so machine drift hits every row alike).
 // Budget B (tokens) in each policy's own parameters: window=B; streaming_llm 4 sinks + window
 // B-4; h2o heavy=recent=B/2; snapkv/pyramidkv budget=B (observation window 32); knorm budget=B;
-// tova cache_size=B; random/observed_attention/keydiff budget=B. Positional mode: shifted
+// tova cache_size=B; random/observed_attention/keydiff/expected_attention budget=B; chunkkv
+// budget=B (inner snapkv, chunks of 20). Positional mode: shifted
 // (in-cache positions, StreamingLLM's pos-shift) for streaming_llm and window, original
 // otherwise; the same mode in all three protocols of a row.
 #include <ATen/Parallel.h>
@@ -397,7 +398,7 @@ int Main(int argc, char** argv) {
       GenerationTimingOptions go;
       go.new_tokens = o.new_tokens;
       go.repeats = 1;
-      go.warmup = 0;
+      go.warmup = 1;  // the call returns the heap first: a warm-up takes the first-touch faults
       go.position_mode = row.mode;
       auto r = RunGenerationTiming(model, prompt, *spec, go);
       if (!r.ok()) {

@@ -80,10 +80,20 @@ void TopKRows(const T* scores, int64_t rows, int64_t n, int64_t k, int64_t* out)
     int64_t* o = out + r * k;
     const RanksBefore<T> before{s};
     if (k == n - 1) {
-      // One eviction (per-step policies): drop the last-ranked slot, one pass.
+      // One eviction (per-step policies): drop the last-ranked slot, one pass. The last-ranked
+      // is the lowest score, the latest of equal ones, a NaN (the latest) before any number —
+      // RanksBefore's order, with one comparison per slot (this runs every layer of every step).
       int64_t worst = 0;
+      T lowest = s[0];
+      bool lowest_nan = std::isnan(lowest);
       for (int64_t j = 1; j < n; ++j) {
-        if (before(worst, j)) worst = j;
+        if (lowest_nan) {
+          if (std::isnan(s[j])) worst = j;
+        } else if (!(s[j] > lowest)) {  // s[j] <= lowest, or s[j] is NaN
+          worst = j;
+          lowest = s[j];
+          lowest_nan = std::isnan(lowest);
+        }
       }
       for (int64_t j = 0, w = 0; j < n; ++j) {
         if (j != worst) o[w++] = j;

@@ -50,6 +50,8 @@ grid:
   policy:
     - {name: full}
     - {name: streaming_llm, sink_tokens: 2, window: 6}
+    - {name: expected_attention, budget: 64, interval: 8}
+    - {name: chunkkv, budget: 64, chunk_length: 8, inner: keydiff, interval: 8}
 YAML
 "$KVGRID" run "$dir/grid.yaml" --workers 1 --db "$dir/k.db" > "$dir/run.log" 2>&1 \
   || fail "kvgrid run failed: $(tail -5 "$dir/run.log")"
@@ -75,6 +77,15 @@ if not (0 < sl["kv_bytes_end"] < full["kv_bytes_end"]):
 for k in ("baseline_ttft_ms", "delta_ttft_pct", "delta_tpot_pct_ci_low", "delta_tpot_pct_ci_high"):
     if k not in sl:
         raise SystemExit("FAIL: the policy run stored no %s" % k)
+# The kvpress scorers added later run for real through the pipeline too: PPL (their decoding
+# variant, every 8 tokens) and a generation whose cache ends at most at the budget.
+for policy in ("expected_attention", "chunkkv"):
+    ppl = run(policy, "perplexity")["ppl"]
+    if not (math.isfinite(ppl) and ppl > 1):
+        raise SystemExit("FAIL: %s stored PPL %r" % (policy, ppl))
+    g = run(policy, "generation")
+    if not (0 < g["kv_bytes_end"] < full["kv_bytes_end"]):
+        raise SystemExit("FAIL: %s KV bytes %r not below full's %r" % (policy, g["kv_bytes_end"], full["kv_bytes_end"]))
 print("ok: PPL %.6f = exp(HF loss %.6f); KV end %d < %d bytes; paired baseline stored"
       % (full_ppl, loss, sl["kv_bytes_end"], full["kv_bytes_end"]))
 PY

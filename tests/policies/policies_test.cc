@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
+#include <random>
 #include <memory>
 #include <string>
 #include <vector>
@@ -107,6 +110,39 @@ TEST(Selection, TopKTiesLowerIndexFirstThenAscending) {
   EXPECT_EQ(Row(TopKAscending(desc, 2)), (Slots{0, 1}));
   torch::Tensor asc = torch::tensor({1.0, 2.0, 3.0, 4.0}).view({1, 1, 4});
   EXPECT_EQ(Row(TopKAscending(asc, 2)), (Slots{2, 3}));  // re-sorted ascending
+}
+
+// The one-eviction fast path (k = n - 1, every per-step policy's case) against a stable sort by
+// the documented order: higher score first, equal scores lower index first, NaN after numbers.
+TEST(Selection, OneEvictionDropsTheLastRankedSlotTiesAndNanIncluded) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int64_t n = 1 + rng() % 12;
+    std::vector<double> row(n);
+    for (double& x : row) {
+      const unsigned r = rng() % 10;
+      x = r == 0 ? std::nan("") : static_cast<double>(r % 4);  // many ties, some NaN
+    }
+    Slots order(n);
+    for (int64_t i = 0; i < n; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      const bool na = std::isnan(row[a]), nb = std::isnan(row[b]);
+      if (na || nb) return !na && nb;
+      return row[a] > row[b];
+    });
+    Slots expected(order.begin(), order.end() - 1);
+    std::sort(expected.begin(), expected.end());
+    Slots got(n - 1);
+    policies::TopKAscendingRow(row.data(), n, n - 1, got.data());
+    ASSERT_EQ(got, expected) << "trial " << trial;
+    // The general path (nth_element) keeps the same slots.
+    if (n >= 2) {
+      Slots k2(n - 2), ref(order.begin(), order.end() - 2);
+      std::sort(ref.begin(), ref.end());
+      policies::TopKAscendingRow(row.data(), n, n - 2, k2.data());
+      ASSERT_EQ(k2, ref) << "trial " << trial;
+    }
+  }
 }
 
 TEST(Selection, TopKPlusTailKeepsTheTail) {
