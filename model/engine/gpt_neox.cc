@@ -54,17 +54,6 @@ torch::Tensor ReorderSlotAxisCpu(const torch::Tensor& t, const LayerCache& lc) {
   }
 }
 
-// probs [1,H,1,n] float32 -> [1,H,n] float64 (the attention a decode step's one query row gave
-// each slot), in one loop: it runs after every layer of every decode step.
-torch::Tensor RowAsDouble(const torch::Tensor& probs) {
-  const torch::Tensor src = probs.contiguous();
-  torch::Tensor out = torch::empty({1, src.size(1), src.size(3)}, torch::kDouble);
-  const float* p = src.data_ptr<float>();
-  double* o = out.data_ptr<double>();
-  for (int64_t i = 0, total = src.numel(); i < total; ++i) o[i] = p[i];
-  return out;
-}
-
 double NowMs() {
   return std::chrono::duration<double, std::milli>(
              std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -327,8 +316,9 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
     } else {
       out = cpu_attention_->Decode(layer, qkv, positions.data_ptr<int64_t>()[0], cache,
                                &attended.probs, &attended.queries);
-      if (needs.received) attended.received = RowAsDouble(attended.probs);  // one query row
-      if (needs.last_rows == 0) attended.probs = torch::Tensor();
+      // One query row: the attention each slot received is that row, so a policy that asked for
+      // `received` reads `probs` (LayerView::received's documented fallback) — no conversion.
+      if (!needs.any()) attended.probs = torch::Tensor();
       // Policies see the keys as attended (rotated at their slot in shifted mode); positional and
       // attention-only policies read just the shape, so the rotation is skipped for them.
       attended.keys = cache.mode() == PositionMode::kShifted && evict && policy->NeedsKeyValues()

@@ -45,7 +45,9 @@ struct LayerView {
   torch::Tensor probs;          // [B,H,r,n] float32 probabilities of the LAST r = min(rows, m)
                                 // query rows of this forward (r = m when all rows were asked for)
   torch::Tensor received;       // [B,H,n] float64 attention each slot received, summed over all
-                                // m query rows of this forward (H2O, observed attention)
+                                // m query rows of this forward (H2O, observed attention); left
+                                // undefined by a fused one-token decode step, whose one row is
+                                // `probs` (policies::AttentionReceived falls back to it)
   torch::Tensor positions;      // [B,H,n] int64 true text positions of the slots
   // Slot order (only for policies whose ReadsSlotOrder() is true, on a cache that reuses slots):
   // probs, received, positions and keys are then indexed by slot, not by logical index, and

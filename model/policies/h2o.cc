@@ -43,12 +43,20 @@ class H2oPolicy : public KvPolicy {
     ResolveBudgets(view.prompt_length);
 
     const int64_t n = view.n;
-    const torch::Tensor received =
-        AttentionReceived(view).to(torch::kCPU, torch::kDouble).contiguous();  // [1,H,n]
-    const double* recv = received.data_ptr<double>();  // by slot
-    const int64_t H = received.size(1);
+    const int64_t H = view.received.defined() ? view.received.size(1) : view.probs.size(1);
     const HeldScores::Rows acc = scores_.Grow(view, H, name());  // by logical index
-    for (int64_t h = 0; h < H; ++h) AddInLogicalOrder(view, h, recv + h * n, acc.row(h));
+    if (!view.received.defined() && view.probs.defined() && view.probs.size(2) == 1 &&
+        view.probs.device().is_cpu() && view.probs.scalar_type() == torch::kFloat &&
+        view.probs.is_contiguous()) {
+      // A decode step's one query row, read as the kernel left it (float32, by slot).
+      const float* row = view.probs.data_ptr<float>();
+      for (int64_t h = 0; h < H; ++h) AddInLogicalOrder(view, h, row + h * n, acc.row(h));
+    } else {
+      const torch::Tensor received =
+          AttentionReceived(view).to(torch::kCPU, torch::kDouble).contiguous();  // [1,H,n]
+      const double* recv = received.data_ptr<double>();  // by slot
+      for (int64_t h = 0; h < H; ++h) AddInLogicalOrder(view, h, recv + h * n, acc.row(h));
+    }
     if (n <= heavy_ + recent_) return {};
     // Keep the `heavy` best-scored of the older slots and every one of the last `recent`.
     const int64_t k = heavy_ + recent_;
