@@ -4,7 +4,8 @@
 //   queries: the pre-RoPE queries of this forward whose text position is >= n_sink (prefill;
 //     kvpress drops the first n_sink hidden states), or in the decoding variant the layer's last
 //     256 pre-RoPE queries minus the first n_sink of them (kvpress DecodingPress's buffer);
-//   mu = their mean, Sigma = their covariance with divisor N (population), both float64;
+//   mu = their mean, Sigma = their covariance with divisor N (population), the products in
+//     float32 (the keys' and queries' precision here), the rest in float64;
 //   R = the rotary rotation averaged over the next n_future_positions positions (from the
 //     position after the last query's), identity outside the rotary dims; mu' = R mu,
 //     Sigma' = R Sigma R^T;
@@ -25,12 +26,15 @@ namespace kvgrid {
 namespace policies {
 
 std::pair<torch::Tensor, torch::Tensor> QueryStatistics(const torch::Tensor& queries) {
-  const torch::Tensor q = queries.to(torch::kDouble);
+  // In the queries' own precision (the engine's float32: the [d,N]x[N,d] product is the
+  // expensive part), returned as float64.
+  const torch::Tensor& q = queries;
   const int64_t H = q.size(0), N = q.size(1), d = q.size(2);
   if (N == 0) return {torch::zeros({H, d}, torch::kDouble), torch::zeros({H, d, d}, torch::kDouble)};
   torch::Tensor mean = q.mean(1);
   const torch::Tensor centred = q - mean.unsqueeze(1);
-  return {mean, torch::matmul(centred.transpose(1, 2), centred) / static_cast<double>(N)};
+  torch::Tensor cov = torch::matmul(centred.transpose(1, 2), centred) / static_cast<double>(N);
+  return {mean.to(torch::kDouble), cov.to(torch::kDouble)};
 }
 
 torch::Tensor AveragedRotation(int64_t head_dim, int64_t rotary_dims, double base, int64_t first,
@@ -58,12 +62,12 @@ torch::Tensor AveragedRotation(int64_t head_dim, int64_t rotary_dims, double bas
 torch::Tensor Unrotate(const torch::Tensor& x, const torch::Tensor& positions, int64_t rotary_dims,
                        double base) {
   const int64_t half = rotary_dims / 2;
-  if (half == 0) return x.to(torch::kDouble);
-  torch::Tensor xd = x.to(torch::kDouble);
+  if (half == 0) return x;
+  const torch::Tensor& xd = x;  // computed in x's precision; the angles in float64
   torch::Tensor theta = torch::pow(torch::full({half}, base, torch::kDouble),
                                    torch::arange(half, torch::kDouble) * (-2.0 / rotary_dims));
   torch::Tensor angle = positions.to(torch::kCPU, torch::kDouble).unsqueeze(-1) * theta;  // [m,h]
-  torch::Tensor c = angle.cos(), s = angle.sin();
+  torch::Tensor c = angle.cos().to(x.scalar_type()), s = angle.sin().to(x.scalar_type());
   torch::Tensor x1 = xd.narrow(-1, 0, half), x2 = xd.narrow(-1, half, half);
   // Inverse of x1' = x1 c - x2 s, x2' = x2 c + x1 s (GptNeoxModel::Rotate).
   torch::Tensor parts = torch::cat({x1 * c + x2 * s, x2 * c - x1 * s}, -1);
@@ -76,9 +80,14 @@ torch::Tensor ExpectedAttentionScores(const torch::Tensor& mean, const torch::Te
                                       const torch::Tensor& is_sink, bool use_covariance,
                                       bool use_vnorm, double epsilon) {
   const double d = static_cast<double>(keys.size(-1));
-  torch::Tensor k = keys.to(torch::kDouble);
-  torch::Tensor z = torch::matmul(k, mean.unsqueeze(-1)).squeeze(-1) / std::sqrt(d);  // [H,n]
-  if (use_covariance) z = z + (torch::matmul(k, covariance) * k).sum(-1) / (2.0 * d);
+  // The [n,d]x[d,d] products in the keys' precision (float32 in the engine), the rest in float64.
+  const torch::Tensor& k = keys;
+  torch::Tensor z = (torch::matmul(k, mean.to(k.scalar_type()).unsqueeze(-1)).squeeze(-1) /
+                     std::sqrt(d)).to(torch::kDouble);  // [H,n]
+  if (use_covariance) {
+    z = z + ((torch::matmul(k, covariance.to(k.scalar_type())) * k).sum(-1) / (2.0 * d))
+                .to(torch::kDouble);
+  }
   const torch::Tensor sink = is_sink.to(torch::kBool).unsqueeze(0).expand_as(z);
   z = z.masked_fill(sink, -std::numeric_limits<double>::infinity());
   torch::Tensor p = torch::softmax(z, -1).nan_to_num(0.0);  // a head of sinks only: all 0
@@ -130,9 +139,10 @@ class ExpectedAttentionPolicy : public ScorerPolicy {
         AveragedRotation(d, view.rotary_dims, view.rotary_base, next, future_);
     mean = torch::matmul(mean, rotation.t());                                    // R mu
     cov = torch::matmul(torch::matmul(rotation, cov), rotation.t());             // R S R^T
-    const torch::Tensor keys = view.keys[0].to(torch::kCPU);                     // [H,n,d]
+    const torch::Tensor keys = view.keys[0].to(torch::kCPU, torch::kFloat);      // [H,n,d]
     const torch::Tensor norms =
-        use_vnorm_ ? view.values[0].to(torch::kCPU, torch::kDouble).norm(2, -1) : torch::Tensor();
+        use_vnorm_ ? view.values[0].to(torch::kCPU, torch::kFloat).norm(2, -1).to(torch::kDouble)
+                   : torch::Tensor();
     const torch::Tensor is_sink = view.positions[0][0].to(torch::kCPU) < sinks_;  // [n]
     return ExpectedAttentionScores(mean, cov, keys, norms, is_sink, use_covariance_, use_vnorm_,
                                    epsilon_)
@@ -151,10 +161,10 @@ class ExpectedAttentionPolicy : public ScorerPolicy {
   }
 
  private:
-  // [H,m,d] float64: this forward's queries with their rotation undone.
+  // [H,m,d] float32: this forward's queries with their rotation undone.
   static torch::Tensor PreRopeQueries(const LayerView& view) {
-    return Unrotate(view.queries[0].to(torch::kCPU), view.query_positions, view.rotary_dims,
-                    view.rotary_base);
+    return Unrotate(view.queries[0].to(torch::kCPU, torch::kFloat), view.query_positions,
+                    view.rotary_dims, view.rotary_base);
   }
 
   int64_t future_, sinks_;

@@ -10,7 +10,8 @@
 namespace kvgrid {
 namespace policies {
 
-// Mean [H,d] and covariance [H,d,d] (divisor N, float64) of queries [H,N,d]; zeros when N = 0.
+// Mean [H,d] and covariance [H,d,d] (divisor N) of queries [H,N,d], computed in the queries'
+// precision and returned as float64; zeros when N = 0.
 std::pair<torch::Tensor, torch::Tensor> QueryStatistics(const torch::Tensor& queries);
 
 // [d,d] float64: the rotary rotation averaged over positions first .. first + count - 1, the
@@ -19,12 +20,12 @@ std::pair<torch::Tensor, torch::Tensor> QueryStatistics(const torch::Tensor& que
 torch::Tensor AveragedRotation(int64_t head_dim, int64_t rotary_dims, double base, int64_t first,
                                int64_t count);
 
-// x [..., m, d] rotated at positions [m] -> the vectors before rotary (float64).
+// x [..., m, d] rotated at positions [m] -> the vectors before rotary, in x's precision.
 torch::Tensor Unrotate(const torch::Tensor& x, const torch::Tensor& positions, int64_t rotary_dims,
                        double base);
 
 // Scores [H,n] float64 from the rotated statistics mean [H,d] and covariance [H,d,d], the keys
-// [H,n,d], the value norms [H,n] (unused without use_vnorm) and is_sink [n] (sinks score the
+// [H,n,d] (the two products run in the keys' precision), the value norms [H,n] (unused without use_vnorm) and is_sink [n] (sinks score the
 // maximum over every head + 1).
 torch::Tensor ExpectedAttentionScores(const torch::Tensor& mean, const torch::Tensor& covariance,
                                       const torch::Tensor& keys, const torch::Tensor& value_norms,

@@ -166,7 +166,7 @@ TEST(ExpectedAttention, SinksScoreTheMaximumOverEveryHeadPlusOne) {
 }
 
 TEST(ExpectedAttention, ExampleEa2Statistics) {
-  torch::Tensor q = torch::tensor(std::vector<double>{1, 2, 3, 4, 2, 6}).view({1, 3, 2});
+  torch::Tensor q = torch::tensor(std::vector<double>{1, 2, 3, 4, 2, 6}, torch::kDouble).view({1, 3, 2});
   auto [mean, cov] = policies::QueryStatistics(q);
   EXPECT_DOUBLE_EQ(mean[0][0].item<double>(), 2.0);
   EXPECT_DOUBLE_EQ(mean[0][1].item<double>(), 4.0);
