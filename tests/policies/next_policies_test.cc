@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/policy_spec.h"
+#include "tests/policies/policy_test_util.h"
 #include "model/engine/kv_policy.h"
 #include "model/policies/chunk_selection.h"
 #include "model/policies/expected_attention.h"
@@ -17,20 +18,9 @@
 namespace kvgrid {
 namespace {
 
-using Slots = std::vector<int64_t>;
-
-std::unique_ptr<KvPolicy> Make(const std::string& text) {
-  auto spec = ParsePolicySpec(text);
-  EXPECT_TRUE(spec.ok()) << text << ": " << spec.status();
-  auto policy = MakePolicy(*spec);
-  EXPECT_TRUE(policy.ok()) << text << ": " << policy.status();
-  return std::move(policy).value();
-}
-
-Slots Row(const torch::Tensor& keep, int64_t head) {
-  torch::Tensor r = keep[0][head].contiguous();
-  return Slots(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel());
-}
+using testing_util::Make;
+using testing_util::Row;
+using testing_util::Slots;
 
 // A causal prefill view of n tokens over `heads` heads, d = 8, rotary on all 8 dims.
 LayerView RandomView(int64_t n, int64_t heads, int64_t seed) {

@@ -13,6 +13,7 @@
 #include "model/engine/kv_policy.h"
 #include "model/policies/selection.h"
 #include "core/policy_spec.h"
+#include "tests/policies/policy_test_util.h"
 
 namespace kvgrid {
 namespace {
@@ -20,20 +21,9 @@ namespace {
 using policies::Pool1d;
 using policies::Pooling;
 using policies::TopKAscending;
-using Slots = std::vector<int64_t>;
-
-std::unique_ptr<KvPolicy> Make(const std::string& text) {
-  auto spec = ParsePolicySpec(text);
-  EXPECT_TRUE(spec.ok()) << text << ": " << spec.status();
-  auto policy = MakePolicy(*spec);
-  EXPECT_TRUE(policy.ok()) << text << ": " << policy.status();
-  return std::move(policy).value();
-}
-
-Slots Row(const torch::Tensor& keep, int64_t head = 0) {
-  torch::Tensor r = keep[0][head].contiguous().to(torch::kCPU);
-  return Slots(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel());
-}
+using testing_util::Make;
+using testing_util::Row;
+using testing_util::Slots;
 
 torch::Tensor Tensor2(const std::vector<std::vector<double>>& rows) {
   std::vector<torch::Tensor> out;
