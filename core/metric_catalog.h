@@ -43,6 +43,9 @@ inline constexpr MetricDef kPrefillPeakAllocatedBytes{"prefill_peak_allocated_by
 inline constexpr MetricDef kDecodePeakAllocatedBytes{"decode_peak_allocated_bytes", "bytes", Better::kLower, "generation", "allocator peak during decoding (CUDA)"};
 inline constexpr MetricDef kPeakReservedBytes{"peak_reserved_bytes", "bytes", Better::kLower, "generation", "allocator's peak reserved memory (CUDA)"};
 inline constexpr MetricDef kDecodeScoringMs{"decode_scoring_ms", "ms", Better::kLower, "generation", "policy scoring and eviction time during decoding (median of repeats)"};
+inline constexpr MetricDef kCpuWaitPct{"cpu_wait_pct", "%", Better::kLower, "generation", "time the process's threads waited for a CPU (run-queue delay) / wall time, per kept repeat (largest side of a pair); median; series: each repeat"};
+inline constexpr MetricDef kRetimedRepeats{"retimed_repeats", "", Better::kLower, "generation", "repeats discarded because another program kept the threads waiting for a CPU, and timed again"};
+inline constexpr MetricDef kDisturbedRepeats{"disturbed_repeats", "", Better::kLower, "generation", "kept repeats still over the CPU-wait limit when the contention guard's time ran out"};
 inline constexpr MetricDef kRepeats{"repeats", "", Better::kNeither, "any", "timed repeats behind the medians"};
 inline constexpr MetricDef kBaselineTtftMs{"baseline_ttft_ms", "ms", Better::kLower, "generation", "TTFT of the paired full-cache baseline, interleaved in the same run"};
 inline constexpr MetricDef kBaselineTpotMs{"baseline_tpot_ms", "ms", Better::kLower, "generation", "TPOT of the paired baseline"};

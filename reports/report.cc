@@ -303,7 +303,7 @@ class ReportBuilder {
       notes.push_back(absl::StrCat("timing and memory: ", DatasetLabel(gen->key), ", ",
                                    ProtocolSettings(gen->rows.begin()->second.runs.front()->spec)));
     }
-    bool unpaired = false;
+    bool unpaired = false, contention = false;
     for (const auto& [k, any] : keys) {
       std::vector<std::string> row = {PolicyCell(*any)};
       if (multi_mode_) row.push_back(k.position_mode);
@@ -317,6 +317,10 @@ class ReportBuilder {
       if (gen) {
         const Row* r = find(gen, k);
         const Row* base = BaselineRow(*gen);
+        if (r && TimedUnderContention(*r)) {
+          contention = true;
+          if (!TimedUnderContention(*any)) row[0] = PolicyCell(*r);
+        }
         bool paired = false;
         auto timing = [&](const MetricDef& delta, const std::function<std::optional<double>(const Row&)>& f) {
           const std::optional<double> v = r ? f(*r) : std::nullopt;
@@ -343,7 +347,8 @@ class ReportBuilder {
                     "setting. Timing Δs with an interval are paired: the run timed the full cache "
                     "with the same settings (prefill chunk included) interleaved with the policy, "
                     "≈ = interval contains 0", unpaired ? "; ᵘ = unpaired (separate runs)" : "",
-                    ". peak mem = process peak RSS on CPU, allocator peak on CUDA._\n\n");
+                    ". peak mem = process peak RSS on CPU, allocator peak on CUDA",
+                    contention ? absl::StrCat("; ", kContentionNote) : "", "._\n\n");
     return md;
   }
 
@@ -448,6 +453,10 @@ class ReportBuilder {
                       "prompt in the same process, interleaved repeat by repeat; geometric mean "
                       "of the ratios with its 95 % t interval; ≈ marks an interval that contains "
                       "0 (no significant difference)");
+    }
+    if (std::any_of(grp.rows.begin(), grp.rows.end(),
+                    [](const auto& kv) { return TimedUnderContention(kv.second); })) {
+      notes.push_back(kContentionNote);
     }
     if (unpaired_shown) {
       notes.push_back("ᵘ unpaired: this Δ compares separately timed runs, so whatever the machine "

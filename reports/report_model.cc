@@ -320,7 +320,21 @@ std::optional<double> Central(const Summary& s) {
   return s.median;
 }
 
-std::string PolicyCell(const Row& row) { return absl::StrCat("`", row.key.policy, "`"); }
+bool TimedUnderContention(const Row& row) {
+  for (const Run* r : row.runs) {
+    if (r->Metric(metric::kDisturbedRepeats).value_or(0) > 0) return true;
+  }
+  return false;
+}
+
+std::string PolicyCell(const Row& row) {
+  return absl::StrCat("`", row.key.policy, "`", TimedUnderContention(row) ? " †" : "");
+}
+
+const char kContentionNote[] =
+    "† some repeats were timed while another program kept the run's threads waiting for a CPU "
+    "(the contention guard's time ran out; see `cpu_wait_pct`, `disturbed_repeats`): its timings "
+    "are not trustworthy";
 
 // A timing Δ cell (delta: kDeltaTtftPct, ...): the row's paired Δ with its interval when its
 // run measured one, else the change of `central` vs `base`, marked ᵘ (unpaired) on a policy row.

@@ -164,7 +164,12 @@ PplCell PplOf(const Row& row);
 
 std::optional<double> Central(const Summary& s);
 
+// The row's policy in backticks, marked † when TimedUnderContention (kContentionNote says why).
 std::string PolicyCell(const Row& row);
+// Whether a run of the row kept repeats the contention guard could not re-time quietly
+// (metric disturbed_repeats > 0).
+bool TimedUnderContention(const Row& row);
+extern const char kContentionNote[];
 
 // A timing Δ cell (delta: kDeltaTtftPct, ...): the row's paired Δ with its interval when its
 // run measured one, else the change of `central` vs `base`, marked ᵘ (unpaired) on a policy row.

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "common/paired_delta.h"
 #include "reports/readme_section.h"
 #include "tests/reports/report_checks.h"
@@ -203,6 +205,29 @@ TEST(ReportTest, PairedDeltasWithIntervalsAndUnpairedOnesMarked) {
   EXPECT_EQ(win[dthr], "");
   EXPECT_NE(md.find("are paired"), std::string::npos);
   EXPECT_NE(md.find("ᵘ unpaired"), std::string::npos);
+}
+
+TEST(ReportTest, RunsTimedUnderContentionAreMarked) {
+  std::vector<FakeRun> runs;
+  runs.push_back(GenerationRun("full", 64, 64, 3.0, 1.0, 20));
+  runs.push_back(GenerationRun(kWindow64, 64, 64, 3.0, 0.9, 22));
+  runs.push_back(GenerationRun(kStreamingSinks60, 64, 64, 3.0, 0.9, 21));
+  runs[1].result.Add(metric::kDisturbedRepeats, 2);  // the guard's time ran out
+  runs[2].result.Add(metric::kDisturbedRepeats, 0);  // re-timed quietly, or never disturbed
+  std::string md = BuildReport(Experiment(), Views(runs), ReportOptions{}).markdown;
+  auto tables = ParseMarkdownTables(md);
+  ASSERT_EQ(tables.size(), 2u) << md;
+  for (const ParsedTable& t : tables) {  // the summary and the generation table
+    std::set<std::string> policies;
+    for (const auto& row : t.rows) policies.insert(row[0]);
+    EXPECT_TRUE(policies.count("`" + std::string(kWindow64) + "` †")) << md;
+    EXPECT_TRUE(policies.count("`" + std::string(kStreamingSinks60) + "`")) << md;
+    EXPECT_TRUE(policies.count("`full`")) << md;
+  }
+  EXPECT_NE(md.find("† some repeats were timed while another program"), std::string::npos) << md;
+  runs[1].result = GenerationRun(kWindow64, 64, 64, 3.0, 0.9, 22).result;
+  md = BuildReport(Experiment(), Views(runs), ReportOptions{}).markdown;
+  EXPECT_EQ(md.find("†"), std::string::npos) << md;
 }
 
 TEST(ReportTest, EmptyExperiment) {

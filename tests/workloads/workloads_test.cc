@@ -628,6 +628,68 @@ TEST(GenerationTiming, PairedBaselineTimesFullBesideThePolicy) {
   EXPECT_EQ(alone.FindMetric("delta_ttft_pct"), nullptr);
 }
 
+// The contention guard, with a simulated busy machine: `busy(g)` says whether the g-th
+// generation of the run (warm-ups, probes and both sides of a pair counted) had its threads
+// waiting for a CPU; such a generation reports 10 s of run-queue delay.
+std::function<double()> SimulatedRunQueue(std::function<bool(int)> busy, int* generations) {
+  auto calls = std::make_shared<int>(0);
+  auto total = std::make_shared<double>(0);
+  return [=] {
+    const int call = (*calls)++;
+    if (call % 2 == 1 && busy(call / 2)) *total += 10000;  // the end of generation call / 2
+    *generations = call / 2 + 1;
+    return *total;
+  };
+}
+
+TEST(GenerationTiming, ARepeatDisturbedByAnotherProgramIsTimedAgainOnceQuiet) {
+  GenerationTimingOptions o = Timing();  // 1 warm-up, 2 repeats
+  o.paired_baseline = true;
+  o.contention_wait_s = 60;
+  int generations = 0;
+  // 0, 1: the warm-up pair; 2, 3: repeat 0, its policy side disturbed; 4: the probe after the
+  // pause (quiet); 5, 6: repeat 0 again; 7, 8: repeat 1.
+  o.run_queue_wait_ms = SimulatedRunQueue([](int g) { return g == 2; }, &generations);
+  RunResult r = Generation("streaming_llm:sink_tokens=4,window=8", o, 64);
+  EXPECT_EQ(generations, 9 + 1);  // + the policy's memory generation
+  EXPECT_EQ(Metric(r, "retimed_repeats"), 1);
+  EXPECT_EQ(Metric(r, "disturbed_repeats"), 0);
+  EXPECT_EQ(Metric(r, "repeats"), 2);
+  EXPECT_EQ(Samples(r, "ttft_ms").size(), 2u);
+  EXPECT_EQ(Samples(r, "baseline_ttft_ms").size(), 2u);
+  EXPECT_EQ(Samples(r, "cpu_wait_pct"), (std::vector<double>{0, 0}));
+  EXPECT_NE(r.environment["contention_guard"].get<std::string>().find("up to 60 s"), std::string::npos);
+}
+
+TEST(GenerationTiming, TheGuardWaitsForTheMachineAndKeepsWhatItMeasuredWhenItsTimeRunsOut) {
+  GenerationTimingOptions o = Timing();
+  int generations = 0;
+  // Unpaired: 0 warm-up; 1: repeat 0 disturbed; 2, 3: probes still busy; 4: quiet probe;
+  // 5: repeat 0 again; 6: repeat 1.
+  o.contention_wait_s = 60;
+  o.run_queue_wait_ms = SimulatedRunQueue([](int g) { return g >= 1 && g <= 3; }, &generations);
+  RunResult r = Generation("full", o, 64);
+  EXPECT_EQ(generations, 7);
+  EXPECT_EQ(Metric(r, "retimed_repeats"), 1);
+  EXPECT_EQ(Metric(r, "disturbed_repeats"), 0);
+  // Busy for good: after its time the guard keeps the repeats as measured and counts them.
+  o.contention_wait_s = 0.3;
+  o.run_queue_wait_ms = SimulatedRunQueue([](int) { return true; }, &generations);
+  r = Generation("full", o, 64);
+  EXPECT_EQ(Metric(r, "retimed_repeats"), 1);
+  EXPECT_EQ(Metric(r, "disturbed_repeats"), 2);
+  EXPECT_EQ(Samples(r, "ttft_ms").size(), 2u);
+  EXPECT_GT(Metric(r, "cpu_wait_pct"), 100);
+  // Off: nothing is re-timed.
+  o.contention_wait_s = 0;
+  o.run_queue_wait_ms = SimulatedRunQueue([](int) { return true; }, &generations);
+  r = Generation("full", o, 64);
+  EXPECT_EQ(generations, 3);
+  EXPECT_EQ(Metric(r, "retimed_repeats"), 0);
+  EXPECT_EQ(Metric(r, "disturbed_repeats"), 2);
+  EXPECT_NE(r.environment["contention_guard"].get<std::string>().find("off"), std::string::npos);
+}
+
 TEST(GenerationTiming, StreamingLlmEndsWithLessKvThanFull) {
   const int64_t P = 160;
   RunResult full = Generation("full", Timing(PositionMode::kShifted), P);
