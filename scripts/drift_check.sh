@@ -7,6 +7,7 @@
 #   unpaired  `paired_baseline: false`, guard off: Δs between separately timed runs
 # and prints each report's summary table.
 #   scripts/drift_check.sh [OUT_DIR] [VARIANT...]   (from the repository root, after building)
+# REPEATS=N overrides the grid's 6 repeats.
 set -euo pipefail
 KVGRID=${KVGRID:-build/kvgrid}
 OUT=${1:-$(mktemp -d)}
@@ -23,7 +24,8 @@ for variant in $VARIANTS; do
     *) echo "unknown variant '$variant' (guarded|paired|unpaired)" >&2; exit 2 ;;
   esac
   grid="$OUT/drift-check-$variant.yaml"
-  sed "s/^name: drift-check/name: drift-check-$variant/" experiments/drift-check.yaml > "$grid"
+  sed -e "s/^name: drift-check/name: drift-check-$variant/" \
+      -e "s/^repeats: .*/repeats: ${REPEATS:-6}/" experiments/drift-check.yaml > "$grid"
   echo "paired_baseline: $paired" >> "$grid"
   rm -f "$OUT/$variant.db"*
   ( sleep "$BUSY_AFTER"; exec timeout "$BUSY_SECONDS" sh -c 'while :; do :; done' ) &
