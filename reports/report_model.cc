@@ -333,8 +333,8 @@ std::string PolicyCell(const Row& row) {
 
 const char kContentionNote[] =
     "† some repeats were timed while another program kept the run's threads waiting for a CPU "
-    "(the contention guard's time ran out; see `cpu_wait_pct`, `disturbed_repeats`): its timings "
-    "are not trustworthy";
+    "(the contention guard was off or its time ran out; see `cpu_wait_pct`, `disturbed_repeats`): "
+    "its timings are not trustworthy";
 
 // A timing Δ cell (delta: kDeltaTtftPct, ...): the row's paired Δ with its interval when its
 // run measured one, else the change of `central` vs `base`, marked ᵘ (unpaired) on a policy row.
