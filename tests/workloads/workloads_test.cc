@@ -558,6 +558,7 @@ GenerationTimingOptions Timing(PositionMode mode = PositionMode::kOriginal) {
   o.repeats = 2;
   o.warmup = 1;
   o.position_mode = mode;
+  o.contention_wait_s = 0;  // tests run side by side; the guard's own tests turn it on
   return o;
 }
 
