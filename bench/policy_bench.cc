@@ -18,10 +18,10 @@
 //   generation    — --prompt tokens of the text, --new-tokens greedy tokens (EOS ignored),
 //                   --warmup discarded rounds, then --repeats timed rounds; each round runs
 //                   every policy once (interleaved, so machine drift hits every row alike).
-// Budget B (tokens) in each policy's own parameters: window=B; streaming_llm 4 sinks + window
-// B-4; h2o heavy=recent=B/2; snapkv/pyramidkv budget=B (observation window 32); knorm budget=B;
-// tova cache_size=B; random/observed_attention/keydiff/expected_attention budget=B; chunkkv
-// budget=B (inner snapkv, chunks of 20). Positional mode: shifted
+// Budget B (tokens) in each policy's own parameters, by its schema's budget rule
+// (core/policy_spec.cc; `kvgrid policies` lists them): window=B; streaming_llm 4 sinks + window
+// B-4; h2o heavy=recent=B/2; tova cache_size=B; the others budget=B, other parameters at their
+// defaults (snapkv's observation window 32, chunkkv's inner snapkv). Positional mode: shifted
 // (in-cache positions, StreamingLLM's pos-shift) for streaming_llm and window, original
 // otherwise; the same mode in all three protocols of a row.
 #include <ATen/Parallel.h>
@@ -190,17 +190,14 @@ struct Row {
   std::vector<std::string> errors;
 };
 
-// The policy specs for budget B, in each policy's own parameters (see the header comment).
-// `streaming` adds the decoding variant's interval to the prefill-only scorers.
+// The policy's spec keeping B tokens (its schema's budget rule, core/policy_spec.h); `streaming`
+// adds the decoding variant's interval to the prefill-only scorers.
 std::string SpecFor(const std::string& name, int64_t B, int64_t interval, bool streaming) {
-  const std::string iv = streaming ? absl::StrCat(",interval=", interval) : "";
-  if (name == "window") return absl::StrCat("window:window=", B);
-  if (name == "streaming_llm") return absl::StrCat("streaming_llm:sink_tokens=4,window=", B - 4);
-  if (name == "h2o") return absl::StrCat("h2o:heavy=", B / 2, ",recent=", B - B / 2);
-  if (name == "snapkv" || name == "pyramidkv") return absl::StrCat(name, ":budget=", B, ",window=32", iv);
-  if (name == "knorm") return absl::StrCat("knorm:budget=", B);
-  if (name == "tova") return absl::StrCat("tova:cache_size=", B);
-  return absl::StrCat(name, ":budget=", B, iv);  // random, observed_attention, keydiff
+  absl::StatusOr<std::string> text = PolicyTextAtBudget(name, B);
+  if (!text.ok()) return name;  // parsed again by the caller, which reports the error
+  absl::StatusOr<PolicySpec> spec = ParsePolicySpec(*text);
+  if (streaming && spec.ok() && CompressesOnlyAtPrefill(*spec)) absl::StrAppend(&*text, ",interval=", interval);
+  return *text;
 }
 
 PositionMode ModeFor(const std::string& name) {

@@ -35,6 +35,10 @@ int RunPolicies(const std::string& only) {
       if (!p.default_value.empty()) std::cout << ", default " << p.default_value;
       std::cout << "): " << p.help << "\n";
     }
+    if (s.budget.at_budget && !s.budget.at_budget(256).empty()) {
+      std::cout << "    budget set by " << absl::StrJoin(s.budget.keys, ", ") << "; 256 tokens: "
+                << s.name << ":" << s.budget.at_budget(256) << "\n";
+    }
   }
   if (!found) {
     std::cerr << "kvgrid policies: unknown policy '" << only << "'\n";

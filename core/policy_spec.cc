@@ -53,26 +53,77 @@ std::vector<ParamSchema> BudgetParams() {
           Int("interval", "decoding variant (streaming protocol): compress every N steps", "0", 0)};
 }
 
+// Budget rules. A token count `count_key`, or else a fraction `ratio_key` of the compressed
+// tokens, rounded down (kvpress: int(n * (1 - compression_ratio))) or, for knorm, up.
+BudgetRule CountOrRatio(std::string count_key, std::string ratio_key, bool round_up = false) {
+  BudgetRule r;
+  r.keys = {count_key, ratio_key};
+  r.kept = [=](const PolicySpec& s, std::optional<double> tokens) -> std::optional<double> {
+    if (s.Has(count_key)) return static_cast<double>(s.Int(count_key));
+    if (!s.Has(ratio_key) || !tokens) return std::nullopt;
+    const double kept = s.Real(ratio_key) * *tokens;
+    return round_up ? std::ceil(kept) : std::floor(kept);
+  };
+  r.at_budget = [=](int64_t b) { return absl::StrCat(count_key, "=", b); };
+  return r;
+}
+// One required count, plus a fixed part (streaming_llm's sinks).
+BudgetRule Count(std::string key, std::string fixed_key = "", int64_t fixed_default = 0) {
+  BudgetRule r;
+  r.keys = {key};
+  r.kept = [=](const PolicySpec& s, std::optional<double>) -> std::optional<double> {
+    if (!s.Has(key)) return std::nullopt;
+    return static_cast<double>(s.Int(key) + (fixed_key.empty() ? 0 : s.Int(fixed_key)));
+  };
+  r.at_budget = [=](int64_t b) {
+    return fixed_key.empty() ? absl::StrCat(key, "=", b)
+                             : absl::StrCat(fixed_key, "=", fixed_default, ",", key, "=", b - fixed_default);
+  };
+  return r;
+}
+// h2o: heavy + recent tokens, or the two fractions of the prompt; at a budget, half and half.
+BudgetRule HeavyPlusRecent() {
+  BudgetRule r;
+  r.keys = {"heavy", "recent", "heavy_ratio", "recent_ratio"};
+  r.kept = [](const PolicySpec& s, std::optional<double> tokens) -> std::optional<double> {
+    if (s.Has("heavy") || s.Has("recent")) return static_cast<double>(s.Int("heavy") + s.Int("recent"));
+    if (!tokens) return std::nullopt;
+    return std::floor((s.Real("heavy_ratio") + s.Real("recent_ratio")) * *tokens);
+  };
+  r.at_budget = [](int64_t b) { return absl::StrCat("heavy=", b / 2, ",recent=", b - b / 2); };
+  return r;
+}
+
 // Scorers a wrapper (chunkkv) may rank with: the kvpress-style ScorerPolicy subclasses.
 std::vector<std::string> InnerScorers() {
   return {"snapkv", "observed_attention", "keydiff", "expected_attention", "random"};
 }
 
+BudgetRule NoBudget() {
+  BudgetRule r;
+  r.kept = [](const PolicySpec&, std::optional<double>) { return std::optional<double>(); };
+  r.at_budget = [](int64_t) { return std::string(); };
+  return r;
+}
+
 std::vector<PolicySchema> BuildSchemas() {
   std::vector<PolicySchema> s;
-  s.push_back({"full", "baseline: never evict", {}});
+  s.push_back({"full", "baseline: never evict", {}, NoBudget()});
   s.push_back({"window", "recent tokens only, no sinks (StreamingLLM with 0 sinks)",
-               {Int("window", "recent tokens kept", "", 1, 1e12, true)}});
+               {Int("window", "recent tokens kept", "", 1, 1e12, true)}, Count("window")});
   s.push_back({"streaming_llm", "attention sinks + recent window (Xiao et al. 2023)",
                {Int("sink_tokens", "first tokens always kept", "4", 0),
-                Int("window", "recent tokens kept", "", 1, 1e12, true)}});
+                Int("window", "recent tokens kept", "", 1, 1e12, true)},
+               Count("window", "sink_tokens", 4)});
   s.push_back({"h2o", "heavy hitters (accumulated attention) + recent window, every step",
                {Int("heavy", "heavy-hitter tokens kept (absolute)", "", 0),
                 Int("recent", "recent tokens kept (absolute)", "", 0),
                 Ratio("heavy_ratio", "heavy budget as a fraction of the prompt length"),
-                Ratio("recent_ratio", "recent budget as a fraction of the prompt length")}});
+                Ratio("recent_ratio", "recent budget as a fraction of the prompt length")},
+               HeavyPlusRecent()});
   {
-    PolicySchema p{"snapkv", "observation-window attention, pooled, once at prefill", BudgetParams()};
+    PolicySchema p{"snapkv", "observation-window attention, pooled, once at prefill", BudgetParams(),
+                   CountOrRatio("budget", "ratio")};
     p.params.push_back(Int("window", "observation window (last prompt tokens)", "32", 1));
     p.params.push_back(Int("kernel", "pooling kernel (odd)", "7", 1, 63));
     p.params.push_back(Enum("pooling", "pooling over the key axis", {"max", "avg"}, "max"));
@@ -84,7 +135,8 @@ std::vector<PolicySchema> BuildSchemas() {
     s.push_back(py);
   }
   {
-    PolicySchema p{"knorm", "keep the lowest key L2 norms (Devoto et al. 2024)", {}};
+    PolicySchema p{"knorm", "keep the lowest key L2 norms (Devoto et al. 2024)", {},
+                   CountOrRatio("budget", "keep_ratio", /*round_up=*/true)};
     p.params.push_back(Ratio("keep_ratio", "fraction kept when pruning: ceil(keep_ratio*n)"));
     p.params.push_back(Int("budget", "tokens kept per head (absolute)", "", 1));
     p.params.push_back(Int("prune_after", "prune only once a layer holds this many tokens", "0", 0));
@@ -92,20 +144,21 @@ std::vector<PolicySchema> BuildSchemas() {
     s.push_back(p);
   }
   s.push_back({"tova", "last query's head-averaged attention, every step (Oren et al. 2024)",
-               {Int("cache_size", "tokens kept per layer", "", 1, 1e12, true)}});
+               {Int("cache_size", "tokens kept per layer", "", 1, 1e12, true)}, Count("cache_size")});
   {
-    PolicySchema p{"random", "uniformly random tokens (seeded control)", BudgetParams()};
+    PolicySchema p{"random", "uniformly random tokens (seeded control)", BudgetParams(),
+                   CountOrRatio("budget", "ratio")};
     p.params.push_back(Int("seed", "random seed", "0", 0));
     s.push_back(p);
   }
   s.push_back({"observed_attention", "mean attention received from the prompt queries (kvpress)",
-               BudgetParams()});
+               BudgetParams(), CountOrRatio("budget", "ratio")});
   s.push_back({"keydiff", "keys least similar to the mean key direction (kvpress KeyDiff)",
-               BudgetParams()});
+               BudgetParams(), CountOrRatio("budget", "ratio")});
   {
     PolicySchema p{"expected_attention",
                    "attention expected from future queries x value norm (kvpress Expected Attention)",
-                   BudgetParams()};
+                   BudgetParams(), CountOrRatio("budget", "ratio")};
     p.params.push_back(Int("n_future_positions", "future positions the query rotation averages", "512", 1));
     p.params.push_back(Int("n_sink", "first tokens always kept (their queries left out)", "4", 0));
     p.params.push_back(Enum("use_covariance", "add the queries' covariance term", {"true", "false"}, "true"));
@@ -118,7 +171,7 @@ std::vector<PolicySchema> BuildSchemas() {
   }
   {
     PolicySchema p{"chunkkv", "whole chunks of consecutive tokens ranked by an inner scorer (kvpress ChunkKV)",
-                   BudgetParams()};
+                   BudgetParams(), CountOrRatio("budget", "ratio")};
     p.params.push_back(Enum("inner", "scorer ranking the tokens (its other parameters at their defaults)",
                             InnerScorers(), "snapkv"));
     p.params.push_back(Int("chunk_length", "tokens per chunk", "20", 1));
@@ -398,6 +451,24 @@ absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text) {
     }
   }
   return MakePolicySpec(name, raw);
+}
+
+std::optional<double> KeptTokens(const PolicySpec& spec, std::optional<double> compressed_tokens) {
+  const PolicySchema* schema = FindPolicySchema(spec.name);
+  if (schema == nullptr || !schema->budget.kept) return std::nullopt;
+  return schema->budget.kept(spec, compressed_tokens);
+}
+
+absl::StatusOr<std::string> PolicyTextAtBudget(const std::string& name, int64_t budget) {
+  const PolicySchema* schema = FindPolicySchema(name);
+  if (schema == nullptr) return ParsePolicySpec(name).status();  // the unknown-policy error
+  const std::string params = schema->budget.at_budget ? schema->budget.at_budget(budget) : "";
+  if (params.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("policy '", name, "' has no token budget"));
+  }
+  std::string text = absl::StrCat(name, ":", params);
+  RETURN_IF_ERROR(ParsePolicySpec(text).status());
+  return text;
 }
 
 std::string WhyPolicyCannotRunProtocol(const PolicySpec& spec, const std::string& protocol) {

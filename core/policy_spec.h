@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -46,10 +48,24 @@ struct ParamSchema {
   std::vector<std::string> choices;       // kEnum
 };
 
+struct PolicySpec;
+
+// How a policy's parameters set the tokens it keeps per head and layer: the one rule behind the
+// report's budget axis (reports/) and the benchmarks' specs at a budget (bench/).
+struct BudgetRule {
+  std::vector<std::string> keys;  // the parameters that set it (reports label rows by the others)
+  // Tokens `spec` keeps when it compresses `tokens` tokens (a ratio needs them); nullopt when the
+  // policy keeps everything or the budget depends on a length not given.
+  std::function<std::optional<double>(const PolicySpec& spec, std::optional<double> tokens)> kept;
+  // "key=value,..." that keeps `budget` tokens; empty for a policy without one (full).
+  std::function<std::string(int64_t budget)> at_budget;
+};
+
 struct PolicySchema {
   std::string name;
   std::string summary;
   std::vector<ParamSchema> params;
+  BudgetRule budget;
 };
 
 // Every policy kvgrid knows, with its parameters (the registry's single source of truth).
@@ -74,6 +90,15 @@ std::string FormatPolicyValue(const PolicyValue& v, int double_digits = 6);
 // The spec of a wrapper's inner scorer (chunkkv's `inner`): that scorer's defaults with the
 // wrapper's budget, ratio and interval.
 absl::StatusOr<PolicySpec> InnerScorerSpec(const PolicySpec& wrapper);
+
+// The schema's BudgetRule: tokens `spec` keeps per head and layer when it compresses
+// `compressed_tokens` tokens; nullopt for `full`, an unknown policy, or a ratio without a length.
+std::optional<double> KeptTokens(const PolicySpec& spec, std::optional<double> compressed_tokens);
+
+// "name:key=value,..." of policy `name` keeping `budget` tokens (its schema's
+// BudgetRule::at_budget; the other parameters left at their defaults), validated. Errors: unknown
+// policy, a policy without a budget, a budget the policy cannot keep.
+absl::StatusOr<std::string> PolicyTextAtBudget(const std::string& name, int64_t budget);
 
 // Parses and validates "name:key=value,...". Errors name the policy, the key and the rule.
 absl::StatusOr<PolicySpec> ParsePolicySpec(std::string_view text);

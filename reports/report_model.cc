@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "core/policy_spec.h"
 
 namespace kvgrid::reports {
 
@@ -91,50 +92,20 @@ std::string SanitizeFileName(const std::string& s) {
 
 PolicyText ParsePolicyText(const std::string& text) {
   PolicyText p;
-  size_t colon = text.find(':');
-  p.name = text.substr(0, colon);
-  if (colon == std::string::npos) return p;
-  std::string rest = text.substr(colon + 1);
-  int depth = 0;
-  std::string item;
-  auto flush = [&] {
-    if (item.empty()) return;
-    size_t eq = item.find('=');
-    if (eq == std::string::npos) {
-      p.params[item] = "";
-    } else {
-      p.params[item.substr(0, eq)] = item.substr(eq + 1);
-    }
-    item.clear();
-  };
-  for (char c : rest) {
-    if (c == '[') ++depth;
-    if (c == ']') --depth;
-    if (c == ',' && depth == 0) {
-      flush();
-    } else {
-      item += c;
-    }
+  absl::StatusOr<PolicySpec> spec = ParsePolicySpec(text);
+  if (!spec.ok()) {
+    p.name = text.substr(0, text.find(':'));
+    return p;
   }
-  flush();
+  p.name = spec->name;
+  for (const auto& [key, value] : spec->params) p.params[key] = FormatPolicyValue(value);
   return p;
 }
 
-std::optional<double> ParamNumber(const PolicyText& p, const std::string& key) {
-  auto it = p.params.find(key);
-  if (it == p.params.end() || it->second.empty()) return std::nullopt;
-  char* end = nullptr;
-  double v = std::strtod(it->second.c_str(), &end);
-  if (end == it->second.c_str() || *end != '\0' || !std::isfinite(v)) return std::nullopt;
-  return v;
-}
-
 std::set<std::string> BudgetKeys(const std::string& policy) {
-  if (policy == "window" || policy == "streaming_llm") return {"window"};
-  if (policy == "h2o") return {"heavy", "recent", "heavy_ratio", "recent_ratio"};
-  if (policy == "knorm") return {"budget", "keep_ratio"};
-  if (policy == "tova") return {"cache_size"};
-  return {"budget", "ratio"};
+  const PolicySchema* schema = FindPolicySchema(policy);
+  if (schema == nullptr) return {};
+  return {schema->budget.keys.begin(), schema->budget.keys.end()};
 }
 
 int WorkloadRank(const std::string& w) {
@@ -200,45 +171,16 @@ std::string ProtocolSettings(const RunSpec& s) {
 }
 
 std::optional<double> Budget(const Run& r) {
-  const PolicyText& p = r.policy;
-  const std::string& n = p.name;
-  auto num = [&](const char* k) { return ParamNumber(p, k); };
   // Tokens a ratio applies to: the prompt/context the policy compresses.
   std::optional<double> tokens;
   if (r.spec.workload == "generation") tokens = static_cast<double>(r.spec.generation.prompt_tokens);
   if (r.spec.workload == "perplexity" && r.spec.perplexity.protocol == "prefill") {
     tokens = static_cast<double>(r.spec.perplexity.context_tokens);
   }
+  if (r.policy.name == "full") return std::nullopt;
   std::optional<double> b;
-  if (n == "full") return std::nullopt;
-  if (n == "window") {
-    b = num("window");
-  } else if (n == "streaming_llm") {
-    if (num("window")) b = *num("window") + num("sink_tokens").value_or(0);
-  } else if (n == "h2o") {
-    if (num("heavy") || num("recent")) {
-      b = num("heavy").value_or(0) + num("recent").value_or(0);
-    } else if (tokens && (num("heavy_ratio") || num("recent_ratio"))) {
-      b = std::floor((num("heavy_ratio").value_or(0) + num("recent_ratio").value_or(0)) * *tokens);
-    }
-  } else if (n == "tova") {
-    b = num("cache_size");
-  } else if (n == "knorm") {
-    if (num("budget")) {
-      b = num("budget");
-    } else if (tokens && num("keep_ratio")) {
-      b = std::ceil(*num("keep_ratio") * *tokens);
-    }
-  } else {
-    if (num("budget")) {
-      b = num("budget");
-    } else if (tokens && num("ratio")) {
-      b = std::floor(*num("ratio") * *tokens);
-    } else if (num("cache_size")) {
-      b = num("cache_size");
-    } else if (num("window")) {
-      b = num("window");
-    }
+  if (absl::StatusOr<PolicySpec> spec = ParsePolicySpec(r.spec.policy); spec.ok()) {
+    b = KeptTokens(*spec, tokens);
   }
   if (!b) b = r.Metric(metric::kKvTokensMax);  // measured cache size as the last resort
   return b;

@@ -50,7 +50,9 @@ std::string Heading(int level, const std::string& text);
 
 std::string SanitizeFileName(const std::string& s);
 
-// Policies: "name:key=value,key=[a,b]" (canonical PolicySpec::ToString()).
+// A run's policy as the report shows it: its name and each parameter's canonical text
+// (core/policy_spec.h's parser and formatting; a spec this build no longer accepts keeps only its
+// name).
 struct PolicyText {
   std::string name;
   std::map<std::string, std::string> params;
@@ -58,10 +60,8 @@ struct PolicyText {
 
 PolicyText ParsePolicyText(const std::string& text);
 
-std::optional<double> ParamNumber(const PolicyText& p, const std::string& key);
-
-// Parameters that set the cache budget (the x axis of "PPL vs budget"); other parameters that
-// vary tell the lines apart (e.g. streaming_llm's sink_tokens).
+// Parameters that set the cache budget (the x axis of "PPL vs budget": the schema's BudgetRule);
+// other parameters that vary tell the lines apart (e.g. streaming_llm's sink_tokens).
 std::set<std::string> BudgetKeys(const std::string& policy);
 
 // Runs, tables and rows
