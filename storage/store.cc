@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "core/run_lifecycle.h"
 #include "storage/schema.h"
 #include "storage/sql.h"
 
@@ -512,29 +513,22 @@ absl::StatusOr<CompleteOutcome> Store::CompleteRun(int64_t run_id, int attempt,
     const std::string experiment_status = rq.Text(4);
     const int64_t experiment_id = rq.Int(5);
 
+    lifecycle::ResultContext ctx;
+    ctx.run_status = status;
+    ctx.experiment_cancelled = experiment_status == "cancelled";
+    ctx.attempt = attempt;
+    ctx.attempt_base = attempt_base;
+    ctx.lease_is_current = status == "running" && current_lease == lease_id;
     if (status == "done") {
       Stmt rec(db_, "SELECT lease_id FROM result_records WHERE run_id = ? AND attempt = ?");
       rec.Bind(run_id, static_cast<int64_t>(attempt));
       ASSIGN_OR_RETURN(bool has_rec, rec.Step());
-      if (has_rec && result_attempt == attempt && rec.Text(0) == lease_id) {
-        out = {true, "already recorded (retry)"};
-        return absl::OkStatus();
-      }
-      RETURN_IF_ERROR(EndLease(db_, lease_id, "duplicate", now_ms));
-      out = {false, "duplicate"};
-      return absl::OkStatus();
+      ctx.recorded_by_this_lease = has_rec && result_attempt == attempt && rec.Text(0) == lease_id;
     }
-    if (status == "cancelled" || experiment_status == "cancelled") {
-      RETURN_IF_ERROR(EndLease(db_, lease_id, "cancelled", now_ms));
-      out = {false, "cancelled"};
-      return absl::OkStatus();
-    }
-    if (attempt <= attempt_base) {
-      RETURN_IF_ERROR(EndLease(db_, lease_id, "superseded", now_ms));
-      out = {false, "superseded by a forced resubmission"};
-      return absl::OkStatus();
-    }
-    const bool current = status == "running" && current_lease == lease_id;
+    const lifecycle::ResultVerdict verdict = lifecycle::JudgeResult(ctx);
+    out = {lifecycle::Accepted(verdict), lifecycle::Explain(verdict)};
+    if (verdict == lifecycle::ResultVerdict::kAlreadyRecorded) return absl::OkStatus();
+    if (!out.accepted) return EndLease(db_, lease_id, lifecycle::LeaseOutcome(verdict), now_ms);
     // Write the record.
     for (const Metric& m : result.metrics) {
       Stmt ins(db_, R"sql(
@@ -560,7 +554,7 @@ absl::StatusOr<CompleteOutcome> Store::CompleteRun(int64_t run_id, int attempt,
       VALUES(?, ?, ?, ?, ?, ?))sql");
     RETURN_IF_ERROR(
         rec.Bind(run_id, attempt, worker_id, lease_id, result.environment.dump(), now_ms).Exec());
-    if (status == "running" && !current) {
+    if (status == "running" && !ctx.lease_is_current) {
       // Another worker holds the re-leased run: its lease is superseded by this result.
       RETURN_IF_ERROR(EndLease(db_, current_lease, "superseded", now_ms));
     }
@@ -571,10 +565,8 @@ absl::StatusOr<CompleteOutcome> Store::CompleteRun(int64_t run_id, int attempt,
       WHERE id = ?)sql");
     RETURN_IF_ERROR(upd.Bind(attempt, worker_id, now_ms, run_id).Exec());
     Stmt end(db_, "UPDATE leases SET outcome = ?, ended_at = ? WHERE lease_id = ?");
-    RETURN_IF_ERROR(end.Bind(current ? "completed" : "late_completed", now_ms, lease_id).Exec());
-    RETURN_IF_ERROR(RefreshExperimentStatus(db_, experiment_id));
-    out = {true, current ? "recorded" : "late result accepted (lease expired)"};
-    return absl::OkStatus();
+    RETURN_IF_ERROR(end.Bind(lifecycle::LeaseOutcome(verdict), now_ms, lease_id).Exec());
+    return RefreshExperimentStatus(db_, experiment_id);
   });
   if (!st.ok()) return st;
   return out;
@@ -604,22 +596,19 @@ absl::Status Store::FailRun(int64_t run_id, int attempt, const std::string& leas
     const int64_t max_attempts = q.Int(4);
     RETURN_IF_ERROR(ReleaseWorkerOfRun(db_, run_id));
     RETURN_IF_ERROR(EndLease(db_, lease_id, "failed", now_ms));
-    if (retryable && used < max_attempts) {
-      int64_t backoff = 1000LL << std::min<int64_t>(std::max<int64_t>(used - 1, 0), 6);
-      backoff = std::min<int64_t>(backoff, 60000);
+    const lifecycle::Next next = lifecycle::AfterFailure(error, retryable, used, max_attempts, now_ms);
+    if (next.retry) {
       Stmt upd(db_, R"sql(
         UPDATE runs SET status = 'planned', not_before = ?, error = ?, worker_id = NULL,
           lease_id = NULL, lease_expires_at = NULL, phase = 'retry back-off'
         WHERE id = ?)sql");
-      RETURN_IF_ERROR(upd.Bind(now_ms + backoff, error, run_id).Exec());
+      RETURN_IF_ERROR(upd.Bind(next.not_before_ms, next.error, run_id).Exec());
     } else {
-      std::string message =
-          retryable ? absl::StrCat(error, " (gave up after ", used, " attempts)") : error;
       Stmt upd(db_, R"sql(
         UPDATE runs SET status = 'failed', error = ?, lease_id = NULL, lease_expires_at = NULL,
           finished_at = ?
         WHERE id = ?)sql");
-      RETURN_IF_ERROR(upd.Bind(message, now_ms, run_id).Exec());
+      RETURN_IF_ERROR(upd.Bind(next.error, now_ms, run_id).Exec());
     }
     return RefreshExperimentOfRun(db_, run_id);
   });
@@ -677,26 +666,24 @@ absl::StatusOr<int> Store::ExpireLeases(int64_t now_ms) {
     for (const Row& r : rows) {
       RETURN_IF_ERROR(EndLease(db_, r.lease_id, "expired", now_ms));
       RETURN_IF_ERROR(ReleaseWorkerOfRun(db_, r.id));
-      if (r.used >= r.max_attempts) {
-        Stmt c(db_, R"sql(
-          SELECT COUNT(*) FROM leases WHERE run_id = ? AND attempt > ? AND outcome = 'expired')sql");
-        c.Bind(r.id, r.base);
-        RETURN_IF_ERROR(c.Step().status());
-        std::string error = absl::StrCat("lease expired ", c.Int(0), " times (last worker ",
-                                         r.worker_id, ")");
-        Stmt upd(db_, R"sql(
-          UPDATE runs SET status = 'failed', error = ?, lease_id = NULL, lease_expires_at = NULL,
-            finished_at = ?
-          WHERE id = ?)sql");
-        RETURN_IF_ERROR(upd.Bind(error, now_ms, r.id).Exec());
-      } else {
+      Stmt c(db_, R"sql(
+        SELECT COUNT(*) FROM leases WHERE run_id = ? AND attempt > ? AND outcome = 'expired')sql");
+      c.Bind(r.id, r.base);
+      RETURN_IF_ERROR(c.Step().status());
+      const lifecycle::Next next = lifecycle::AfterLeaseExpired(r.worker_id, r.used, r.max_attempts, c.Int(0));
+      if (next.retry) {
         Stmt upd(db_, R"sql(
           UPDATE runs SET status = 'planned', not_before = 0, worker_id = NULL, lease_id = NULL,
             lease_expires_at = NULL, phase = 'lease expired',
             error = ?
           WHERE id = ?)sql");
-        RETURN_IF_ERROR(
-            upd.Bind(absl::StrCat("lease expired (worker ", r.worker_id, ")"), r.id).Exec());
+        RETURN_IF_ERROR(upd.Bind(next.error, r.id).Exec());
+      } else {
+        Stmt upd(db_, R"sql(
+          UPDATE runs SET status = 'failed', error = ?, lease_id = NULL, lease_expires_at = NULL,
+            finished_at = ?
+          WHERE id = ?)sql");
+        RETURN_IF_ERROR(upd.Bind(next.error, now_ms, r.id).Exec());
       }
       experiments.insert(r.experiment_id);
       ++expired;
