@@ -49,10 +49,7 @@ void KvCache::Reallocate(LayerCache& lc, int64_t new_capacity) {
 
 void KvCache::Grow(LayerCache& lc, int64_t needed) {
   if (needed <= lc.capacity()) return;
-  // Grow by a quarter (at least 64 slots) so that repeated appends stay amortised O(1) while the
-  // over-allocation (reported in AllocatedBytes) stays small.
-  int64_t cap = std::max<int64_t>(needed, lc.capacity() + std::max<int64_t>(64, lc.capacity() / 4));
-  Reallocate(lc, cap);
+  Reallocate(lc, GrownCapacity(lc.capacity(), needed));
 }
 
 void KvCache::Reserve(int64_t tokens) {

@@ -13,12 +13,21 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 namespace kvgrid {
 
 enum class PositionMode { kOriginal, kShifted, kRerotate };
+
+// The capacity to grow to when `needed` slots do not fit in `capacity`: a quarter more (at least
+// 64 slots), so that repeated appends stay amortised O(1) while the over-allocation (reported in
+// AllocatedBytes) stays small. The cache and the per-slot state policies keep beside it
+// (model/policies/selection.h HeldScores) grow by it.
+inline int64_t GrownCapacity(int64_t capacity, int64_t needed) {
+  return std::max<int64_t>(needed, capacity + std::max<int64_t>(64, capacity / 4));
+}
 const char* PositionModeName(PositionMode mode);
 bool ParsePositionMode(const std::string& text, PositionMode* mode);
 

@@ -5,6 +5,8 @@
 #include <limits>
 #include <tuple>
 
+#include "model/engine/kv_cache.h"
+
 namespace kvgrid {
 namespace policies {
 
@@ -155,8 +157,8 @@ HeldScores::Rows HeldScores::Grow(const LayerView& view, int64_t heads, const st
   if (l.held == 0) l.heads = heads;
   TORCH_CHECK(l.heads == heads, policy, ": layer ", view.layer, " has ", heads, " heads, not ",
               l.heads);
-  if (n > l.stride) {  // room for a quarter more (at least 64) before the next reallocation
-    const int64_t stride = std::max<int64_t>(n, l.stride + std::max<int64_t>(64, l.stride / 4));
+  if (n > l.stride) {  // grown as the cache grows (GrownCapacity), with room to spare
+    const int64_t stride = GrownCapacity(l.stride, n);
     std::vector<double> grown(heads * stride, 0.0);
     for (int64_t h = 0; h < heads; ++h) {
       std::copy(l.scores.begin() + h * l.stride, l.scores.begin() + h * l.stride + l.held,
