@@ -43,6 +43,7 @@
 #include "absl/strings/str_split.h"
 #include "common/blas_check.h"
 #include "common/malloc_tuning.h"
+#include "common/status_macros.h"
 #include "model/engine/gpt_neox.h"
 #include "core/policy_spec.h"
 #include "model/tokenizer/tokenizer.h"
@@ -192,12 +193,11 @@ struct Row {
 
 // The policy's spec keeping B tokens (its schema's budget rule, core/policy_spec.h); `streaming`
 // adds the decoding variant's interval to the prefill-only scorers.
-std::string SpecFor(const std::string& name, int64_t B, int64_t interval, bool streaming) {
-  absl::StatusOr<std::string> text = PolicyTextAtBudget(name, B);
-  if (!text.ok()) return name;  // parsed again by the caller, which reports the error
-  absl::StatusOr<PolicySpec> spec = ParsePolicySpec(*text);
-  if (streaming && spec.ok() && CompressesOnlyAtPrefill(*spec)) absl::StrAppend(&*text, ",interval=", interval);
-  return *text;
+absl::StatusOr<std::string> SpecFor(const std::string& name, int64_t B, int64_t interval, bool streaming) {
+  ASSIGN_OR_RETURN(std::string text, PolicyTextAtBudget(name, B));
+  ASSIGN_OR_RETURN(PolicySpec spec, ParsePolicySpec(text));
+  if (streaming && CompressesOnlyAtPrefill(spec)) absl::StrAppend(&text, ",interval=", interval);
+  return text;
 }
 
 PositionMode ModeFor(const std::string& name) {
@@ -327,15 +327,16 @@ int Main(int argc, char** argv) {
     const auto& [name, B] = plan[i];
     Row row;
     row.mode = ModeFor(name);
-    const std::string streaming_text = name == "full" ? "full" : SpecFor(name, B, o.interval, true);
-    const std::string prefill_text = name == "full" ? "full" : SpecFor(name, B, o.interval, false);
-    auto streaming_spec = ParsePolicySpec(streaming_text);
-    auto prefill_spec = ParsePolicySpec(prefill_text);
-    if (!streaming_spec.ok() || !prefill_spec.ok()) {
-      std::fprintf(stderr, "policy_bench: %s\n",
-                   (!streaming_spec.ok() ? streaming_spec.status() : prefill_spec.status()).ToString().c_str());
+    absl::StatusOr<std::string> streaming_or = name == "full" ? "full" : SpecFor(name, B, o.interval, true);
+    absl::StatusOr<std::string> prefill_or = name == "full" ? "full" : SpecFor(name, B, o.interval, false);
+    if (!streaming_or.ok() || !prefill_or.ok()) {
+      std::fprintf(stderr, "policy_bench: %s at budget %lld: %s\n", name.c_str(), static_cast<long long>(B),
+                   (!streaming_or.ok() ? streaming_or.status() : prefill_or.status()).ToString().c_str());
       return 1;
     }
+    const std::string streaming_text = *streaming_or, prefill_text = *prefill_or;
+    auto streaming_spec = ParsePolicySpec(streaming_text);
+    auto prefill_spec = ParsePolicySpec(prefill_text);
     row.spec = streaming_text;
     row.prefill_spec = prefill_text;
     const double t_row = NowS();

@@ -10,7 +10,8 @@
 namespace kvgrid {
 
 // Run-queue delay summed over the process's current threads, in ms since each thread started.
-// Unavailable (absl::UnavailableError) where /proc/self/task/*/schedstat cannot be read.
+// Unavailable (absl::UnavailableError) where /proc/self/task/*/schedstat cannot be read or holds
+// only zeros (a kernel without scheduler statistics).
 absl::StatusOr<double> ProcessRunQueueWaitMs();
 
 // Reads the same sum from `task_dir` (a /proc/<pid>/task-shaped folder); for tests.

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -18,7 +19,7 @@ namespace {
 namespace fs = std::filesystem;
 
 TEST(CpuWait, SumsTheSecondSchedstatFieldOverThreads) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "kvgrid-cpu-wait-task";
+  const fs::path dir = fs::path(::testing::TempDir()) / ("kvgrid-cpu-wait-task-" + std::to_string(getpid()));
   fs::remove_all(dir);
   for (const auto& [tid, line] : {std::pair{"101", "5000000 2500000 7\n"}, std::pair{"102", "1 1000000 2\n"}}) {
     fs::create_directories(dir / tid);
@@ -28,6 +29,9 @@ TEST(CpuWait, SumsTheSecondSchedstatFieldOverThreads) {
   auto ms = RunQueueWaitMsIn(dir.c_str());
   ASSERT_TRUE(ms.ok()) << ms.status();
   EXPECT_DOUBLE_EQ(*ms, 3.5);
+  // A kernel without scheduler statistics writes zeros: unavailable, not "never waited".
+  for (const char* tid : {"101", "102"}) std::ofstream(dir / tid / "schedstat") << "0 0 0\n";
+  EXPECT_EQ(RunQueueWaitMsIn(dir.c_str()).status().code(), absl::StatusCode::kUnavailable);
   fs::remove_all(dir);
   auto missing = RunQueueWaitMsIn(dir.c_str());
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kUnavailable);
@@ -38,7 +42,7 @@ TEST(CpuWait, SumsTheSecondSchedstatFieldOverThreads) {
 // exists, not how long it is.)
 TEST(CpuWait, ThreadsCompetingForTheCpusWait) {
   auto before = ProcessRunQueueWaitMs();
-  if (!before.ok()) GTEST_SKIP() << before.status();
+  if (!before.ok()) GTEST_SKIP() << before.status();  // no scheduler statistics here
   const long cpus = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
   std::atomic<bool> stop{false};
   std::vector<std::thread> spinners;

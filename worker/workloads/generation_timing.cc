@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <thread>
 
@@ -39,7 +40,7 @@ double ContentionWaitSeconds(double option) {
   if (const char* env = std::getenv("KVGRID_CONTENTION_WAIT_S")) {
     char* end = nullptr;
     const double v = std::strtod(env, &end);
-    if (end != env && *end == '\0' && v >= 0) return v;
+    if (end != env && *end == '\0' && std::isfinite(v) && v >= 0) return v;
   }
   return 120;
 }
@@ -149,14 +150,14 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   int64_t retimed = 0, kept_disturbed = 0;
   std::vector<OneRun> runs, baseline;
   std::vector<double> cpu_wait_pct;
+  // Rounds are numbered across warm-ups and timed repeats, so the sides keep alternating.
   for (int64_t rep = 0; rep < o.warmup; ++rep) RETURN_IF_ERROR(time_round(rep).status());
-  for (int64_t rep = 0; rep < o.repeats; ++rep) {
+  for (int64_t rep = o.warmup; rep < o.warmup + o.repeats; ++rep) {
     ASSIGN_OR_RETURN(Round round, time_round(rep));
     // The contention guard: another program kept this round's threads waiting for a CPU.
     double pause_s = 0.25;
     while (disturbed(round.cpu_wait_share) && guard_spent_s < guard_budget_s) {
       const auto guard_start = Clock::now();
-      ++retimed;
       bool quiet = false;
       auto left_s = [&] { return guard_budget_s - guard_spent_s - Ms(guard_start, Clock::now()) / 1000.0; };
       while (!quiet && left_s() > 0) {
@@ -165,8 +166,9 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
         ASSIGN_OR_RETURN(OneRun probe_run, time_one(spec));  // untimed: is the machine quiet?
         quiet = !disturbed(CpuWaitShare(probe_run));
       }
-      if (quiet) {
+      if (quiet) {  // may end past the budget by this round's own time
         ASSIGN_OR_RETURN(round, time_round(rep));
+        ++retimed;
       }
       guard_spent_s += Ms(guard_start, Clock::now()) / 1000.0;
     }
@@ -263,7 +265,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
         "which goes first); delta = geometric mean of the paired ratios, 95 % paired t interval";
   }
   r.environment["contention_guard"] =
-      !ProcessRunQueueWaitMs().ok()
+      !o.run_queue_wait_ms && !ProcessRunQueueWaitMs().ok()
           ? "unavailable (no /proc/self/task/*/schedstat): repeats timed as they came"
       : guard_budget_s > 0
           ? absl::StrCat("a repeat whose threads waited for a CPU over ", 100 * o.max_cpu_wait_share,
