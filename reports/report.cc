@@ -24,6 +24,7 @@
 #include "core/run_spec.h"
 #include "reports/markdown_table.h"
 #include "reports/report_model.h"
+#include "reports/report_plots.h"
 #include "reports/statistics.h"
 #include "reports/svg_plot.h"
 
@@ -590,172 +591,22 @@ class ReportBuilder {
     return md;
   }
 
-  // -------------------------------------------------------------------------------------------
-  // Plots
-
   std::string Subtitle(const GroupKey& g, const RunSpec& s, bool with_protocol) const {
     std::string t = absl::StrCat(s.model.id, " ", s.model.dtype, " · ", s.device, " · ", DatasetLabel(g));
     if (with_protocol) absl::StrAppend(&t, " · ", ProtocolSettings(s));
     return t;
   }
 
-  void AddPlot(std::vector<PlotFile>* out, std::string base, const PlotSpec& spec) {
-    auto svg = RenderSvgPlot(spec);
-    if (!svg.ok()) {
-      notes_.push_back(absl::StrCat("plot '", spec.title, "' not drawn: ", svg.status().message()));
-      return;
-    }
-    base = SanitizeFileName(base);
-    std::string name = base + ".svg";
-    for (int i = 2; used_names_.count(name); ++i) name = absl::StrCat(base, "-", i, ".svg");
-    used_names_.insert(name);
-    out->push_back({name, spec.title, *std::move(svg)});
-  }
-
   std::vector<PlotFile> BuildPlots() {
-    std::vector<PlotFile> out;
-    // PPL vs cache budget, and the running NLL over positions, per perplexity table.
-    for (const auto& [key, grp] : groups_) {
-      if (key.workload != "perplexity" || key.protocol == "sliding") continue;
-      const RunSpec& spec0 = grp.rows.begin()->second.runs.front()->spec;
-      PlotSpec p;
-      p.title = absl::StrCat("Perplexity vs KV cache budget (", key.protocol, ")");
-      p.subtitle = Subtitle(key, spec0, true);
-      p.x_label = "cache budget (tokens)";
-      p.y_label = "perplexity (lower is better)";
-      std::map<std::string, PlotSeries> series;
-      double xmin = 1e300, xmax = 0, ymin = 1e300, ymax = 0;
-      for (const auto& [rk, row] : grp.rows) {
-        std::optional<double> ppl = PplOf(row).central;
-        if (!ppl) continue;
-        const Run& r = *row.runs.front();
-        if (rk.policy_name == "full") {
-          p.references.push_back({multi_mode_ ? absl::StrCat("full cache (", rk.position_mode, ")")
-                                              : std::string("full cache"), *ppl});
-          continue;
-        }
-        std::optional<double> b = Budget(r);
-        if (!b || *b <= 0) continue;
-        std::string label = Label(r, BudgetKeys(r.policy.name));
-        PlotSeries& s = series[label];
-        s.name = label;
-        s.x.push_back(*b);
-        s.y.push_back(*ppl);
-        xmin = std::min(xmin, *b);
-        xmax = std::max(xmax, *b);
-        ymin = std::min(ymin, *ppl);
-        ymax = std::max(ymax, *ppl);
-      }
-      for (const auto& ref : p.references) {
-        ymin = std::min(ymin, ref.y);
-        ymax = std::max(ymax, ref.y);
-      }
-      if (!series.empty()) {
-        for (auto& [n, s] : series) p.series.push_back(std::move(s));
-        p.log_x = xmax / xmin >= 8;
-        p.log_y = ymin > 0 && ymax / ymin >= 5;  // a collapsing policy would flatten the rest
-        AddPlot(&out, absl::StrCat("ppl_vs_budget-", key.dataset, "-", key.protocol), p);
-      }
-      if (key.protocol != "streaming") continue;
-      PlotSpec n;
-      n.title = "Streaming perplexity: running mean NLL over the stream";
-      n.subtitle = Subtitle(key, spec0, true);
-      n.x_label = "token position (tokens)";
-      n.y_label = "mean NLL so far (nats)";
-      for (const auto& [rk, row] : grp.rows) {
-        const Run& r = *row.runs.front();
-        const auto* nll = r.Samples(metric::kNll);
-        if (nll == nullptr) continue;
-        std::vector<double> mean = RunningMean(*nll);
-        PlotSeries s;
-        s.name = Label(r);
-        size_t step = std::max<size_t>(1, (mean.size() + kMaxCurvePoints - 1) / kMaxCurvePoints);
-        for (size_t i = 0; i < mean.size(); i += step) {
-          s.x.push_back(static_cast<double>(i + 1));  // token 0 is never scored
-          s.y.push_back(mean[i]);
-        }
-        if ((mean.size() - 1) % step != 0) {
-          s.x.push_back(static_cast<double>(mean.size()));
-          s.y.push_back(mean.back());
-        }
-        s.markers = false;
-        n.series.push_back(std::move(s));
-      }
-      if (!n.series.empty()) AddPlot(&out, absl::StrCat("nll_over_position-", key.dataset), n);
-    }
-    // Generation: KV bytes, peak memory and TPOT vs context length (prompt tokens).
-    struct GenKey {
-      GroupKey g;  // with the prompt length removed
-      bool operator<(const GenKey& o) const { return g < o.g; }
+    PlotLabels labels;
+    labels.label = [this](const Run& r, const std::set<std::string>& exclude) { return Label(r, exclude); };
+    labels.subtitle = [this](const GroupKey& g, const RunSpec& s, bool with_protocol) {
+      return Subtitle(g, s, with_protocol);
     };
-    std::map<GenKey, std::vector<const Group*>> gen;
-    for (const auto& [key, grp] : groups_) {
-      if (key.workload != "generation") continue;
-      GenKey k{key};
-      k.g.params = {key.params.size() > 1 ? key.params[1] : 0, key.params.size() > 2 ? key.params[2] : 0};
-      gen[k].push_back(&grp);
-    }
-    for (const auto& [k, grps] : gen) {
-      std::set<double> xs;
-      bool any_alloc = false;
-      for (const Group* g : grps) {
-        for (const auto& [rk, row] : g->rows) {
-          for (const Run* r : row.runs) {
-            xs.insert(static_cast<double>(r->spec.generation.prompt_tokens));
-            if (r->Metric(metric::kPeakReservedBytes)) any_alloc = true;  // a CUDA run
-          }
-        }
-      }
-      if (xs.size() < 2) continue;  // one context length: the table says it all
-      const RunSpec& s0 = grps.front()->rows.begin()->second.runs.front()->spec;
-      std::string sub = absl::StrCat(Subtitle(k.g, s0, false), " · ", s0.generation.new_tokens,
-                                     " new tokens, batch ", s0.generation.batch);
-      auto make = [&](const std::string& title, const std::string& ylabel,
-                      std::function<std::optional<double>(const Row&)> value) {
-        PlotSpec p;
-        p.title = title;
-        p.subtitle = sub;
-        p.x_label = "context length (prompt tokens)";
-        p.y_label = ylabel;
-        std::map<std::string, PlotSeries> series;
-        std::vector<std::string> order;
-        for (const Group* g : grps) {
-          for (const auto& [rk, row] : g->rows) {
-            std::optional<double> y = value(row);
-            if (!y) continue;
-            const Run& r = *row.runs.front();
-            std::string label = Label(r);
-            if (!series.count(label)) order.push_back(label);
-            PlotSeries& s = series[label];
-            s.name = label;
-            s.x.push_back(static_cast<double>(r.spec.generation.prompt_tokens));
-            s.y.push_back(*y);
-          }
-        }
-        // `full` first so it keeps the first colour everywhere.
-        std::stable_sort(order.begin(), order.end(), [](const std::string& a, const std::string& b) {
-          return absl::StartsWith(a, "full") && !absl::StartsWith(b, "full");
-        });
-        for (const auto& l : order) p.series.push_back(series[l]);
-        p.log_x = *xs.rbegin() / *xs.begin() >= 8;
-        p.y_from_zero = true;
-        return p;
-      };
-      std::string ds = k.g.dataset;
-      PlotSpec kv = make("KV cache bytes (peak) vs context length", "KV cache, peak (MiB)",
-                         [](const Row& r) { auto c = Central(MetricSummary(r, metric::kKvBytesPeak)); return c ? std::optional<double>(*c / kMiB) : std::nullopt; });
-      if (!kv.series.empty()) AddPlot(&out, "kv_bytes_vs_context-" + ds, kv);
-      const MetricDef& mem_metric = metric::kPeakMemoryBytes;  // allocator peak on CUDA, RSS on CPU
-      PlotSpec mem = make(any_alloc ? "Peak allocated memory vs context length"
-                                    : "Peak process RSS vs context length",
-                          any_alloc ? "peak allocated (MiB)" : "peak RSS (MiB)",
-                          [&](const Row& r) { auto c = Central(MetricSummary(r, mem_metric)); return c ? std::optional<double>(*c / kMiB) : std::nullopt; });
-      if (!mem.series.empty()) AddPlot(&out, "peak_memory_vs_context-" + ds, mem);
-      PlotSpec tpot = make("Time per output token vs context length", "TPOT, median (ms)",
-                           [](const Row& r) { return Central(MetricSummary(r, metric::kTpotMs)); });
-      if (!tpot.series.empty()) AddPlot(&out, "tpot_vs_context-" + ds, tpot);
-    }
-    return out;
+    labels.multi_mode = multi_mode_;
+    ReportPlots plots = BuildReportPlots(groups_, labels);
+    notes_.insert(notes_.end(), plots.notes.begin(), plots.notes.end());
+    return std::move(plots.files);
   }
 
   const ExperimentView& exp_;
@@ -764,7 +615,6 @@ class ReportBuilder {
   std::map<GroupKey, Group> groups_;
   std::vector<const Run*> failed_, unfinished_, tabulated_;
   std::vector<std::string> notes_;
-  std::set<std::string> used_names_;
   std::map<std::string, std::set<std::string>> varying_;
   int done_ = 0, noop_ = 0;
   bool multi_model_ = false, multi_device_ = false, multi_mode_ = false;
