@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -53,34 +54,6 @@ std::vector<ParamSchema> BudgetParams() {
           Int("interval", "decoding variant (streaming protocol): compress every N steps", "0", 0)};
 }
 
-// Budget rules. A token count `count_key`, or else a fraction `ratio_key` of the compressed
-// tokens, rounded down (kvpress: int(n * (1 - compression_ratio))) or, for knorm, up.
-BudgetRule CountOrRatio(std::string count_key, std::string ratio_key, bool round_up = false) {
-  BudgetRule r;
-  r.keys = {count_key, ratio_key};
-  r.kept = [=](const PolicySpec& s, std::optional<double> tokens) -> std::optional<double> {
-    if (s.Has(count_key)) return static_cast<double>(s.Int(count_key));
-    if (!s.Has(ratio_key) || !tokens) return std::nullopt;
-    const double kept = s.Real(ratio_key) * *tokens;
-    return round_up ? std::ceil(kept) : std::floor(kept);
-  };
-  r.at_budget = [=](int64_t b) { return absl::StrCat(count_key, "=", b); };
-  return r;
-}
-// One required count, plus a fixed part (streaming_llm's sinks).
-BudgetRule Count(std::string key, std::string fixed_key = "", int64_t fixed_default = 0) {
-  BudgetRule r;
-  r.keys = {key};
-  r.kept = [=](const PolicySpec& s, std::optional<double>) -> std::optional<double> {
-    if (!s.Has(key)) return std::nullopt;
-    return static_cast<double>(s.Int(key) + (fixed_key.empty() ? 0 : s.Int(fixed_key)));
-  };
-  r.at_budget = [=](int64_t b) {
-    return fixed_key.empty() ? absl::StrCat(key, "=", b)
-                             : absl::StrCat(fixed_key, "=", fixed_default, ",", key, "=", b - fixed_default);
-  };
-  return r;
-}
 // h2o: heavy + recent tokens, or the two fractions of the prompt; at a budget, half and half.
 BudgetRule HeavyPlusRecent() {
   BudgetRule r;
@@ -110,11 +83,11 @@ std::vector<PolicySchema> BuildSchemas() {
   std::vector<PolicySchema> s;
   s.push_back({"full", "baseline: never evict", {}, NoBudget()});
   s.push_back({"window", "recent tokens only, no sinks (StreamingLLM with 0 sinks)",
-               {Int("window", "recent tokens kept", "", 1, 1e12, true)}, Count("window")});
+               {Int("window", "recent tokens kept", "", 1, 1e12, true)}, CountBudget("window")});
   s.push_back({"streaming_llm", "attention sinks + recent window (Xiao et al. 2023)",
                {Int("sink_tokens", "first tokens always kept", "4", 0),
                 Int("window", "recent tokens kept", "", 1, 1e12, true)},
-               Count("window", "sink_tokens", 4)});
+               CountBudget("window", "sink_tokens", 4)});
   s.push_back({"h2o", "heavy hitters (accumulated attention) + recent window, every step",
                {Int("heavy", "heavy-hitter tokens kept (absolute)", "", 0),
                 Int("recent", "recent tokens kept (absolute)", "", 0),
@@ -123,7 +96,7 @@ std::vector<PolicySchema> BuildSchemas() {
                HeavyPlusRecent()});
   {
     PolicySchema p{"snapkv", "observation-window attention, pooled, once at prefill", BudgetParams(),
-                   CountOrRatio("budget", "ratio")};
+                   CountOrRatioBudget("budget", "ratio")};
     p.params.push_back(Int("window", "observation window (last prompt tokens)", "32", 1));
     p.params.push_back(Int("kernel", "pooling kernel (odd)", "7", 1, 63));
     p.params.push_back(Enum("pooling", "pooling over the key axis", {"max", "avg"}, "max"));
@@ -136,7 +109,7 @@ std::vector<PolicySchema> BuildSchemas() {
   }
   {
     PolicySchema p{"knorm", "keep the lowest key L2 norms (Devoto et al. 2024)", {},
-                   CountOrRatio("budget", "keep_ratio", /*round_up=*/true)};
+                   CountOrRatioBudget("budget", "keep_ratio", /*round_up=*/true)};
     p.params.push_back(Ratio("keep_ratio", "fraction kept when pruning: ceil(keep_ratio*n)"));
     p.params.push_back(Int("budget", "tokens kept per head (absolute)", "", 1));
     p.params.push_back(Int("prune_after", "prune only once a layer holds this many tokens", "0", 0));
@@ -144,21 +117,21 @@ std::vector<PolicySchema> BuildSchemas() {
     s.push_back(p);
   }
   s.push_back({"tova", "last query's head-averaged attention, every step (Oren et al. 2024)",
-               {Int("cache_size", "tokens kept per layer", "", 1, 1e12, true)}, Count("cache_size")});
+               {Int("cache_size", "tokens kept per layer", "", 1, 1e12, true)}, CountBudget("cache_size")});
   {
     PolicySchema p{"random", "uniformly random tokens (seeded control)", BudgetParams(),
-                   CountOrRatio("budget", "ratio")};
+                   CountOrRatioBudget("budget", "ratio")};
     p.params.push_back(Int("seed", "random seed", "0", 0));
     s.push_back(p);
   }
   s.push_back({"observed_attention", "mean attention received from the prompt queries (kvpress)",
-               BudgetParams(), CountOrRatio("budget", "ratio")});
+               BudgetParams(), CountOrRatioBudget("budget", "ratio")});
   s.push_back({"keydiff", "keys least similar to the mean key direction (kvpress KeyDiff)",
-               BudgetParams(), CountOrRatio("budget", "ratio")});
+               BudgetParams(), CountOrRatioBudget("budget", "ratio")});
   {
     PolicySchema p{"expected_attention",
                    "attention expected from future queries x value norm (kvpress Expected Attention)",
-                   BudgetParams(), CountOrRatio("budget", "ratio")};
+                   BudgetParams(), CountOrRatioBudget("budget", "ratio")};
     p.params.push_back(Int("n_future_positions", "future positions the query rotation averages", "512", 1));
     p.params.push_back(Int("n_sink", "first tokens always kept (their queries left out)", "4", 0));
     p.params.push_back(Enum("use_covariance", "add the queries' covariance term", {"true", "false"}, "true"));
@@ -171,7 +144,7 @@ std::vector<PolicySchema> BuildSchemas() {
   }
   {
     PolicySchema p{"chunkkv", "whole chunks of consecutive tokens ranked by an inner scorer (kvpress ChunkKV)",
-                   BudgetParams(), CountOrRatio("budget", "ratio")};
+                   BudgetParams(), CountOrRatioBudget("budget", "ratio")};
     p.params.push_back(Enum("inner", "scorer ranking the tokens (its other parameters at their defaults)",
                             InnerScorers(), "snapkv"));
     p.params.push_back(Int("chunk_length", "tokens per chunk", "20", 1));
@@ -309,6 +282,35 @@ absl::Status CheckCombination(PolicySpec& spec) {
 
 }  // namespace
 
+// Budget rules. A token count `count_key`, or else a fraction `ratio_key` of the compressed
+// tokens, rounded down (kvpress: int(n * (1 - compression_ratio))) or, for knorm, up.
+BudgetRule CountOrRatioBudget(std::string count_key, std::string ratio_key, bool round_up) {
+  BudgetRule r;
+  r.keys = {count_key, ratio_key};
+  r.kept = [=](const PolicySpec& s, std::optional<double> tokens) -> std::optional<double> {
+    if (s.Has(count_key)) return static_cast<double>(s.Int(count_key));
+    if (!s.Has(ratio_key) || !tokens) return std::nullopt;
+    const double kept = s.Real(ratio_key) * *tokens;
+    return round_up ? std::ceil(kept) : std::floor(kept);
+  };
+  r.at_budget = [=](int64_t b) { return absl::StrCat(count_key, "=", b); };
+  return r;
+}
+// One required count, plus a fixed part (streaming_llm's sinks).
+BudgetRule CountBudget(std::string key, std::string fixed_key, int64_t fixed_default) {
+  BudgetRule r;
+  r.keys = {key};
+  r.kept = [=](const PolicySpec& s, std::optional<double>) -> std::optional<double> {
+    if (!s.Has(key)) return std::nullopt;
+    return static_cast<double>(s.Int(key) + (fixed_key.empty() ? 0 : s.Int(fixed_key)));
+  };
+  r.at_budget = [=](int64_t b) {
+    return fixed_key.empty() ? absl::StrCat(key, "=", b)
+                             : absl::StrCat(fixed_key, "=", fixed_default, ",", key, "=", b - fixed_default);
+  };
+  return r;
+}
+
 std::string FormatPolicyValue(const PolicyValue& v, int double_digits) {
   struct Visitor {
     int digits;
@@ -322,9 +324,41 @@ std::string FormatPolicyValue(const PolicyValue& v, int double_digits) {
   return std::visit(Visitor{double_digits}, v);
 }
 
-const std::vector<PolicySchema>& AllPolicySchemas() {
-  static const std::vector<PolicySchema> schemas = BuildSchemas();
-  return schemas;
+std::deque<PolicySchema>& MutableSchemas() {
+  static auto* schemas = [] {
+    auto* all = new std::deque<PolicySchema>();
+    for (PolicySchema& s : BuildSchemas()) all->push_back(std::move(s));
+    return all;
+  }();
+  return *schemas;
+}
+
+const std::deque<PolicySchema>& AllPolicySchemas() { return MutableSchemas(); }
+
+absl::Status RegisterPolicySchema(PolicySchema schema) {
+  const std::string& n = schema.name;
+  if (n.empty() || n.find_first_of(":,=[] ") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("policy name '", n, "' is empty or has one of ':,=[] '"));
+  }
+  if (FindPolicySchema(n) != nullptr) {
+    return absl::AlreadyExistsError(absl::StrCat("policy '", n, "' is already registered"));
+  }
+  std::set<std::string> keys;
+  for (const ParamSchema& p : schema.params) {
+    if (!keys.insert(p.key).second) {
+      return absl::InvalidArgumentError(absl::StrCat("policy '", n, "': parameter '", p.key, "' declared twice"));
+    }
+  }
+  if (!schema.budget.kept || !schema.budget.at_budget) {
+    return absl::InvalidArgumentError(absl::StrCat("policy '", n, "': its budget rule needs kept and at_budget"));
+  }
+  for (const std::string& k : schema.budget.keys) {
+    if (!keys.count(k)) {
+      return absl::InvalidArgumentError(absl::StrCat("policy '", n, "': budget key '", k, "' is not a parameter"));
+    }
+  }
+  MutableSchemas().push_back(std::move(schema));
+  return absl::OkStatus();
 }
 
 const PolicySchema* FindPolicySchema(std::string_view name) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -68,9 +69,22 @@ struct PolicySchema {
   BudgetRule budget;
 };
 
-// Every policy kvgrid knows, with its parameters (the registry's single source of truth).
-const std::vector<PolicySchema>& AllPolicySchemas();
+// Budget rules for a schema. A token count `key` (plus a fixed part `fixed_key`, defaulting to
+// `fixed_default`, e.g. streaming_llm's sinks):
+BudgetRule CountBudget(std::string key, std::string fixed_key = "", int64_t fixed_default = 0);
+// A token count `count_key`, or else a fraction `ratio_key` of the compressed tokens, rounded
+// down (kvpress) or up:
+BudgetRule CountOrRatioBudget(std::string count_key, std::string ratio_key, bool round_up = false);
+
+// Every policy kvgrid knows, with its parameters (the registry's single source of truth): the
+// built-in ones below, then those added with RegisterPolicySchema. References stay valid.
+const std::deque<PolicySchema>& AllPolicySchemas();
 const PolicySchema* FindPolicySchema(std::string_view name);
+
+// Adds a policy's schema (model/policies/registry.h RegisterPolicy adds its factory with it).
+// Refused: an empty or taken name, a parameter declared twice, a budget rule that is incomplete
+// or names an undeclared parameter. Call at start-up, before specs are parsed on other threads.
+absl::Status RegisterPolicySchema(PolicySchema schema);
 
 // True for the kvpress-style scorers (they have an `interval` parameter) when `interval` is 0:
 // they compress once at prefill and never while decoding, so a token-by-token (streaming)

@@ -1,5 +1,6 @@
-// MakePolicy: policy name -> factory (one line per policy). The spec is re-validated against the
-// schema in core/policy_spec.cc, so hand-built specs get the same errors and defaults as parsed ones.
+// MakePolicy: policy name -> factory (one line per built-in policy; RegisterPolicy adds more).
+// The spec is re-validated against its schema (core/policy_spec.cc), so hand-built specs get the
+// same errors and defaults as parsed ones.
 #include <map>
 #include <string>
 
@@ -7,15 +8,14 @@
 #include "common/status_macros.h"
 #include "model/engine/kv_policy.h"
 #include "model/policies/policies.h"
+#include "model/policies/registry.h"
 #include "model/policies/selection.h"
 
 namespace kvgrid {
 namespace {
 
-using Factory = std::unique_ptr<KvPolicy> (*)(const PolicySpec&);
-
-const std::map<std::string, Factory>& Factories() {
-  static const auto* factories = new std::map<std::string, Factory>{
+std::map<std::string, PolicyFactory>& Factories() {
+  static auto* factories = new std::map<std::string, PolicyFactory>{
       {"full", &policies::NewFullPolicy},
       {"window", &policies::NewWindowPolicy},
       {"streaming_llm", &policies::NewStreamingLlmPolicy},
@@ -50,6 +50,17 @@ std::unique_ptr<ScorerPolicy> NewInnerScorer(const PolicySpec& wrapper) {
 }
 
 }  // namespace policies
+
+absl::Status RegisterPolicy(PolicySchema schema, PolicyFactory factory) {
+  if (!factory) return absl::InvalidArgumentError(absl::StrCat("policy '", schema.name, "': no factory"));
+  if (Factories().count(schema.name)) {
+    return absl::AlreadyExistsError(absl::StrCat("policy '", schema.name, "' is already registered"));
+  }
+  const std::string name = schema.name;
+  RETURN_IF_ERROR(RegisterPolicySchema(std::move(schema)));
+  Factories()[name] = std::move(factory);
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<KvPolicy>> MakePolicy(const PolicySpec& spec) {
   std::map<std::string, std::string> raw;
