@@ -99,6 +99,7 @@ PolicyText ParsePolicyText(const std::string& text) {
   }
   p.name = spec->name;
   for (const auto& [key, value] : spec->params) p.params[key] = FormatPolicyValue(value);
+  p.spec = *std::move(spec);
   return p;
 }
 
@@ -179,9 +180,7 @@ std::optional<double> Budget(const Run& r) {
   }
   if (r.policy.name == "full") return std::nullopt;
   std::optional<double> b;
-  if (absl::StatusOr<PolicySpec> spec = ParsePolicySpec(r.spec.policy); spec.ok()) {
-    b = KeptTokens(*spec, tokens);
-  }
+  if (r.policy.spec) b = KeptTokens(*r.policy.spec, tokens);
   if (!b) b = r.Metric(metric::kKvTokensMax);  // measured cache size as the last resort
   return b;
 }

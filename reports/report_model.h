@@ -16,6 +16,7 @@
 
 #include "common/paired_delta.h"
 #include "core/metric_catalog.h"
+#include "core/policy_spec.h"
 #include "core/run_spec.h"
 #include "reports/statistics.h"
 #include "storage/store.h"
@@ -56,6 +57,7 @@ std::string SanitizeFileName(const std::string& s);
 struct PolicyText {
   std::string name;
   std::map<std::string, std::string> params;
+  std::optional<PolicySpec> spec;  // the parsed spec; nullopt when this build refuses the text
 };
 
 PolicyText ParsePolicyText(const std::string& text);

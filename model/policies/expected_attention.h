@@ -25,8 +25,8 @@ torch::Tensor Unrotate(const torch::Tensor& x, const torch::Tensor& positions, i
                        double base);
 
 // Scores [H,n] float64 from the rotated statistics mean [H,d] and covariance [H,d,d], the keys
-// [H,n,d] (the two products run in the keys' precision), the value norms [H,n] (unused without use_vnorm) and is_sink [n] (sinks score the
-// maximum over every head + 1).
+// [H,n,d] (the two products run in the keys' precision), the value norms [H,n] (unused without
+// use_vnorm) and is_sink [n] (sinks score the maximum over every head + 1).
 torch::Tensor ExpectedAttentionScores(const torch::Tensor& mean, const torch::Tensor& covariance,
                                       const torch::Tensor& keys, const torch::Tensor& value_norms,
                                       const torch::Tensor& is_sink, bool use_covariance,
