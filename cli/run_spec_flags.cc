@@ -18,7 +18,7 @@ void AddRunSpecFlags(CLI::App* cmd, RunSpecFlags* f) {
   cmd->add_option("--dataset", f->dataset, "input: wikitext-2-raw-v1 | pg19");
   cmd->add_option("--sample", f->sample, "dataset sample (pg19 book id; default 10146)");
   cmd->add_option("--dataset-path", f->path, "read the dataset from this local file");
-  cmd->add_option("--policy", f->spec.policy, "KV policy spec: name[:key=value,...]");
+  cmd->add_option("--policy", f->policy, "KV policy spec: name[:key=value,...]");
   cmd->add_option("--position-mode", f->spec.position_mode, "original|shifted|rerotate")
       ->check(CLI::IsMember({"original", "shifted", "rerotate"}));
   cmd->add_option("--prefill-chunk", f->spec.prefill_chunk,
@@ -41,9 +41,9 @@ std::string FinishRunSpec(RunSpecFlags* f) {
   } else {
     f->spec.dataset = {f->dataset, "test", f->sample, f->path};
   }
-  auto policy = ParsePolicySpec(f->spec.policy);
+  auto policy = ParsePolicySpec(f->policy);
   if (!policy.ok()) return std::string(policy.status().message());
-  f->spec.policy = policy->ToString();
+  f->spec.policy = *std::move(policy);
   return "";
 }
 

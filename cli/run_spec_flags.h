@@ -13,6 +13,7 @@ namespace kvgrid::cli {
 
 struct RunSpecFlags {
   RunSpec spec;
+  std::string policy = "full";  // --policy; FinishRunSpec parses it into spec.policy
   std::string ids_file, text_file, dataset, path;
   int64_t sample = 0;
   bool json = false;

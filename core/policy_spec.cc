@@ -194,6 +194,9 @@ absl::StatusOr<PolicyValue> ParseValue(const std::string& policy, const ParamSch
     }
     case ParamType::kReal: {
       ASSIGN_OR_RETURN(double v, ParseNumber(policy, p, text));
+      // A real keeps the significant digits of its canonical text, so a spec and the text that
+      // names it (stored, hashed into the run key, sent to workers) are the same value.
+      v = std::strtod(FormatPolicyValue(PolicyValue(v)).c_str(), nullptr);
       RETURN_IF_ERROR(CheckRange(policy, p, v));
       return PolicyValue(v);
     }

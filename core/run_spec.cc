@@ -52,7 +52,7 @@ json RunSpec::ToJson() const {
   j["workload"] = workload;
   j["dataset"] = {{"name", dataset.name}, {"split", dataset.split}, {"sample", dataset.sample},
                   {"path", dataset.path}};
-  j["policy"] = policy;
+  j["policy"] = policy.ToString();
   j["position_mode"] = position_mode;
   // Only when set, so that the keys of runs stored before the field existed do not change.
   if (prefill_chunk > 0) j["prefill_chunk"] = prefill_chunk;
@@ -69,7 +69,7 @@ json RunSpec::ToJson() const {
                        {"new_tokens", generation.new_tokens},
                        {"batch", generation.batch}};
     // Part of the key: a paired run measures more than an unpaired one. `full` has no baseline.
-    if (policy != "full") j["generation"]["paired_baseline"] = generation.paired_baseline;
+    if (policy.name != "full") j["generation"]["paired_baseline"] = generation.paired_baseline;
   }
   j["repeats"] = repeats;
   j["warmup"] = warmup;
@@ -102,7 +102,16 @@ absl::StatusOr<RunSpec> RunSpec::FromJson(const json& j) {
     RETURN_IF_ERROR(Get(d, "dataset", "sample", &s.dataset.sample));
     RETURN_IF_ERROR(Get(d, "dataset", "path", &s.dataset.path));
   }
-  RETURN_IF_ERROR(Get(j, "run spec", "policy", &s.policy));
+  if (j.contains("policy")) {
+    std::string text;
+    RETURN_IF_ERROR(Get(j, "run spec", "policy", &text));
+    absl::StatusOr<PolicySpec> policy = ParsePolicySpec(text);
+    if (!policy.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("run spec.policy: ", policy.status().message()));
+    }
+    s.policy = *std::move(policy);
+  }
   RETURN_IF_ERROR(Get(j, "run spec", "position_mode", &s.position_mode));
   RETURN_IF_ERROR(Get(j, "run spec", "prefill_chunk", &s.prefill_chunk));
   if (s.prefill_chunk < 0) {

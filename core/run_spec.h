@@ -1,6 +1,8 @@
 // The specification of one run: the unit the coordinator stores, dispatches and a worker executes.
 // Its canonical JSON (ToJson(), keys sorted by nlohmann::json) is what the run key hashes, what
 // the proto carries (RunSpec.canonical_json) and what SQLite stores (runs.spec_json). No torch.
+// FromJson validates the policy against its schema (core/policy_spec.h): a RunSpec in memory
+// always holds a policy kvgrid can build.
 //
 // {
 //   "model":   {"id": "EleutherAI/pythia-70m-deduped" | "/local/dir", "revision": "main",
@@ -27,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "core/policy_spec.h"
 
 namespace kvgrid {
 
@@ -66,7 +69,7 @@ struct RunSpec {
   std::string device = "cpu";
   std::string workload = "generation";
   DatasetRef dataset;
-  std::string policy = "full";
+  PolicySpec policy{"full", {}};  // validated against its schema; JSON: its canonical text
   std::string position_mode = "original";
   int64_t prefill_chunk = 0;  // 0 = the whole prompt in one forward
   PerplexityParams perplexity;

@@ -83,12 +83,13 @@ class ReportBuilder {
         r.spec_error = std::string(spec.status().message());
       }
     }
-    if (!r.spec_ok) {  // keep what the runs table says
-      r.spec.policy = v.policy;
+    if (r.spec_ok) {
+      r.policy = PolicyTextOf(r.spec.policy);
+    } else {  // keep what the runs table says
+      r.policy = ParsePolicyText(v.policy);
       r.spec.dataset.name = v.dataset;
       r.spec.workload = v.workload;
     }
-    r.policy = ParsePolicyText(r.spec.policy);
     if (!v.environment_json.empty()) {
       json e = json::parse(v.environment_json, nullptr, false);
       if (e.is_object()) r.env = std::move(e);
@@ -119,7 +120,7 @@ class ReportBuilder {
         continue;
       }
       if (r.view->metrics.empty()) {
-        notes_.push_back(absl::StrCat("run `", r.view->run_key, "` (", r.spec.policy, ", ",
+        notes_.push_back(absl::StrCat("run `", r.view->run_key, "` (", r.policy.text, ", ",
                                       r.spec.workload, ") is done but has no stored metrics"));
         continue;
       }
@@ -152,7 +153,7 @@ class ReportBuilder {
       k.policy_name = r.policy.name;
       k.full_rank = r.policy.name == "full" ? 0 : 1;
       k.budget = Budget(r).value_or(0);
-      k.policy = r.spec.policy;
+      k.policy = r.policy.text;
       k.position_mode = r.spec.position_mode;
       k.position_rank = PositionRank(r.spec.position_mode);
       k.prefill_chunk = r.spec.prefill_chunk;
@@ -498,7 +499,7 @@ class ReportBuilder {
       if (err.size() > kMaxErrorChars) err = err.substr(0, kMaxErrorChars) + "…";
       if (err.empty() && r->view->status != "failed") err = r->view->status == "cancelled" ? "(cancelled)" : "(no result yet)";
       t.rows.push_back({absl::StrCat("`", r->view->run_key, "`"), r->view->status,
-                        absl::StrCat("`", r->spec.policy, "`"), r->spec.workload, r->spec.dataset.name,
+                        absl::StrCat("`", r->policy.text, "`"), r->spec.workload, r->spec.dataset.name,
                         r->spec_ok ? ProtocolSettings(r->spec) : r->spec_error,
                         absl::StrCat(r->view->attempts), r->view->worker_id, err});
     };

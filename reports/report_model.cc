@@ -90,16 +90,21 @@ std::string SanitizeFileName(const std::string& s) {
   return out;
 }
 
-PolicyText ParsePolicyText(const std::string& text) {
+PolicyText PolicyTextOf(const PolicySpec& spec) {
   PolicyText p;
+  p.text = spec.ToString();
+  p.name = spec.name;
+  for (const auto& [key, value] : spec.params) p.params[key] = FormatPolicyValue(value);
+  p.spec = spec;
+  return p;
+}
+
+PolicyText ParsePolicyText(const std::string& text) {
   absl::StatusOr<PolicySpec> spec = ParsePolicySpec(text);
-  if (!spec.ok()) {
-    p.name = text.substr(0, text.find(':'));
-    return p;
-  }
-  p.name = spec->name;
-  for (const auto& [key, value] : spec->params) p.params[key] = FormatPolicyValue(value);
-  p.spec = *std::move(spec);
+  if (spec.ok()) return PolicyTextOf(*spec);
+  PolicyText p;
+  p.text = text;
+  p.name = text.substr(0, text.find(':'));
   return p;
 }
 

@@ -55,11 +55,15 @@ std::string SanitizeFileName(const std::string& s);
 // (core/policy_spec.h's parser and formatting; a spec this build no longer accepts keeps only its
 // name).
 struct PolicyText {
+  std::string text;  // canonical text, or as stored when this build refuses it
   std::string name;
   std::map<std::string, std::string> params;
-  std::optional<PolicySpec> spec;  // the parsed spec; nullopt when this build refuses the text
+  std::optional<PolicySpec> spec;  // nullopt when this build refuses the text
 };
 
+// A run's policy from its spec, or from the runs table's text when the spec cannot be read (a
+// policy this build does not know).
+PolicyText PolicyTextOf(const PolicySpec& spec);
 PolicyText ParsePolicyText(const std::string& text);
 
 // Parameters that set the cache budget (the x axis of "PPL vs budget": the schema's BudgetRule);

@@ -291,7 +291,7 @@ absl::StatusOr<SubmitOutcome> Store::SubmitExperiment(const std::string& name,
         INSERT OR IGNORE INTO runs(experiment_id, run_key, spec_json, policy, dataset, workload,
                                    device, status, max_attempts, created_at)
         VALUES(?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?))sql");
-      one.Bind(experiment_id, p.key, p.spec->CanonicalJson(), p.spec->policy,
+      one.Bind(experiment_id, p.key, p.spec->CanonicalJson(), p.spec->policy.ToString(),
                p.spec->dataset.name, p.spec->workload, p.spec->device, max_attempts, now_ms);
       RETURN_IF_ERROR(one.Exec());
       out.planned += one.Changes();

@@ -253,8 +253,8 @@ class GridParser {
   absl::Status ParseModel(const YAML::Node& node, const YAML::Mark& mark, ModelRef* model) const;
   absl::Status ParseDatasets(const Entry& e, std::vector<DatasetRef>* out) const;
   absl::Status ParseWorkloads(const Entry& e, std::vector<RunSpec>* variants) const;
-  absl::Status ParsePolicies(const Entry& e, std::vector<std::string>* out) const;
-  absl::Status ExpandPolicyEntry(const YAML::Node& item, std::vector<std::string>* out) const;
+  absl::Status ParsePolicies(const Entry& e, std::vector<PolicySpec>* out) const;
+  absl::Status ExpandPolicyEntry(const YAML::Node& item, std::vector<PolicySpec>* out) const;
 
   std::string filename_;
 };
@@ -365,8 +365,7 @@ absl::Status GridParser::ParseDatasets(const Entry& e, std::vector<DatasetRef>* 
 // than stored as runs that can only fail.
 std::string WhyItCannotRun(const RunSpec& s) {
   if (s.workload != "perplexity") return "";
-  auto spec = ParsePolicySpec(s.policy);
-  return spec.ok() ? WhyPolicyCannotRunProtocol(*spec, s.perplexity.protocol) : "";
+  return WhyPolicyCannotRunProtocol(s.policy, s.perplexity.protocol);
 }
 
 // Expands `workloads:` into partial specs carrying workload + perplexity/generation/noop params.
@@ -460,7 +459,7 @@ absl::Status GridParser::ParseWorkloads(const Entry& e, std::vector<RunSpec>* va
 }
 
 absl::Status GridParser::ExpandPolicyEntry(const YAML::Node& item,
-                                           std::vector<std::string>* out) const {
+                                           std::vector<PolicySpec>* out) const {
   std::vector<std::string> policy_names;
   for (const auto& s : AllPolicySchemas()) policy_names.push_back(s.name);
   if (item.IsScalar()) {  // `- full` or `- "streaming_llm:window=508"`
@@ -471,7 +470,7 @@ absl::Status GridParser::ExpandPolicyEntry(const YAML::Node& item,
                    FindPolicySchema(name) ? "check the parameter against the policy's schema"
                                           : KnownHint(name, policy_names));
     }
-    out->push_back(spec->ToString());
+    out->push_back(*std::move(spec));
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(auto entries, Mapping(item, item.Mark(), "a policy entry", {},
@@ -576,7 +575,7 @@ absl::Status GridParser::ExpandPolicyEntry(const YAML::Node& item,
       }
       return Error(mark, msg, hint);
     }
-    out->push_back(spec->ToString());
+    out->push_back(*std::move(spec));
     for (size_t a = axes.size(); a-- > 0;) {
       if (++idx[a] < axes[a].second.size()) break;
       idx[a] = 0;
@@ -585,7 +584,7 @@ absl::Status GridParser::ExpandPolicyEntry(const YAML::Node& item,
   return absl::OkStatus();
 }
 
-absl::Status GridParser::ParsePolicies(const Entry& e, std::vector<std::string>* out) const {
+absl::Status GridParser::ParsePolicies(const Entry& e, std::vector<PolicySpec>* out) const {
   ASSIGN_OR_RETURN(auto g, Mapping(e.value, MarkOf(e), "grid", {"policy"},
                                    "`grid: {policy: [{name: full}]}`"));
   const Entry* p = Find(g, "policy");
@@ -713,7 +712,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
     return Error(start, "the grid has no 'grid' section",
                  "grid:\n  policy:\n    - {name: full}");
   }
-  std::vector<std::string> policies;
+  std::vector<PolicySpec> policies;
   RETURN_IF_ERROR(ParsePolicies(*g, &policies));
 
   const int64_t total = static_cast<int64_t>(models.size()) * static_cast<int64_t>(policies.size()) *

@@ -64,8 +64,7 @@ absl::Status RegisterPolicy(PolicySchema schema, PolicyFactory factory) {
 
 absl::StatusOr<std::unique_ptr<KvPolicy>> MakePolicy(const PolicySpec& spec) {
   std::map<std::string, std::string> raw;
-  // Re-validated from text at full precision (PolicySpec::ToString rounds reals for display).
-  for (const auto& [key, value] : spec.params) raw[key] = FormatPolicyValue(value, 17);
+  for (const auto& [key, value] : spec.params) raw[key] = FormatPolicyValue(value);
   ASSIGN_OR_RETURN(PolicySpec valid, MakePolicySpec(spec.name, raw));
   auto it = Factories().find(valid.name);
   if (it == Factories().end()) {

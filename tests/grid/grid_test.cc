@@ -57,7 +57,7 @@ TEST(GridTest, PointsThatCannotRunAreLeftOutWithTheReason) {
       "g.yaml");
   ASSERT_TRUE(g.ok()) << g.status();
   std::multiset<std::string> points;
-  for (const auto& r : g->runs) points.insert(r.policy.substr(0, r.policy.find(':')) + "/" + r.perplexity.protocol);
+  for (const auto& r : g->runs) points.insert(r.policy.name + "/" + r.perplexity.protocol);
   // full: 3 protocols; streaming_llm: streaming + prefill; snapkv: prefill only; snapkv with an
   // interval: streaming + prefill.
   EXPECT_EQ(points, (std::multiset<std::string>{"full/sliding", "full/streaming", "full/prefill",
@@ -89,7 +89,7 @@ TEST(GridTest, ExpandsDesignExample) {
   EXPECT_EQ(keys.size(), g->runs.size());
   std::set<std::string> policies;
   for (const auto& r : g->runs) {
-    policies.insert(r.policy);
+    policies.insert(r.policy.ToString());
     EXPECT_EQ(r.model.dtype, "float16");
     EXPECT_EQ(r.device, "cuda");
     EXPECT_EQ(r.repeats, 5);
@@ -102,7 +102,7 @@ TEST(GridTest, ExpandsDesignExample) {
       "snapkv:budget=256,interval=0,kernel=7,pooling=max,window=32"));
   // The first run: full, wikitext, perplexity streaming.
   const RunSpec& first = g->runs[0];
-  EXPECT_EQ(first.policy, "full");
+  EXPECT_EQ(first.policy.ToString(), "full");
   EXPECT_EQ(first.dataset.name, "wikitext-2-raw-v1");
   EXPECT_EQ(first.workload, "perplexity");
   EXPECT_EQ(first.perplexity.protocol, "streaming");
@@ -162,7 +162,7 @@ grid:
   EXPECT_EQ(g->runs.size(), 3u * 4u * (8u - 1u) * 2u * 2u);
   std::set<std::string> policies, samples;
   for (const auto& r : g->runs) {
-    policies.insert(r.policy);
+    policies.insert(r.policy.ToString());
     samples.insert(r.dataset.name + "#" + std::to_string(r.dataset.sample));
   }
   EXPECT_EQ(policies, (std::set<std::string>{"knorm:budget=4,prune_after=0,skip_layers=[0]",
@@ -206,11 +206,11 @@ TEST(GridTest, PairedBaselineIsOnByDefaultPartOfTheKeyAndCanBeTurnedOff) {
   ASSERT_TRUE(on.ok() && off.ok()) << on.status() << off.status();
   ASSERT_EQ(on->runs.size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
-    const bool full = on->runs[i].policy == "full";
+    const bool full = on->runs[i].policy.name == "full";
     EXPECT_TRUE(on->runs[i].generation.paired_baseline);
     EXPECT_FALSE(off->runs[i].generation.paired_baseline);
     // `full` has no baseline, so its key does not depend on the setting; a policy's does.
-    EXPECT_EQ(on->run_keys[i] == off->run_keys[i], full) << on->runs[i].policy;
+    EXPECT_EQ(on->run_keys[i] == off->run_keys[i], full) << on->runs[i].policy.ToString();
     EXPECT_EQ(on->runs[i].ToJson()["generation"].contains("paired_baseline"), !full);
     auto back = RunSpec::FromJson(off->runs[i].ToJson());
     ASSERT_TRUE(back.ok()) << back.status();
@@ -365,7 +365,7 @@ TEST(GridTest, QuickGridIsSmallAndCpu) {
   for (const auto& r : g->runs) {
     EXPECT_EQ(r.device, "cpu");
     EXPECT_EQ(r.model.id, "EleutherAI/pythia-70m-deduped");
-    names.insert(r.policy.substr(0, r.policy.find(':')));
+    names.insert(r.policy.name);
   }
   EXPECT_EQ(names, (std::set<std::string>{"full", "streaming_llm", "h2o", "snapkv", "knorm", "tova"}));
   // full: 3 protocols + generation; the 5 others: streaming, prefill + generation.
@@ -378,7 +378,7 @@ TEST(GridTest, PoliciesGridCoversEveryPolicy) {
   ASSERT_TRUE(g.ok()) << g.status();
   std::set<std::string> names, datasets;
   for (const auto& r : g->runs) {
-    names.insert(r.policy.substr(0, r.policy.find(':')));
+    names.insert(r.policy.name);
     datasets.insert(r.dataset.name);
   }
   EXPECT_EQ(names.size(), 11u);

@@ -9,10 +9,20 @@
 #include <string>
 #include <vector>
 
+#include <stdexcept>
+
+#include "core/policy_spec.h"
 #include "core/run_result.h"
 #include "core/run_spec.h"
 
 namespace kvgrid::reports::testing {
+
+// A fake run's policy from its text (the fakes name only valid policies).
+inline PolicySpec PolicyOf(const std::string& text) {
+  absl::StatusOr<PolicySpec> spec = ParsePolicySpec(text);
+  if (!spec.ok()) throw std::invalid_argument(std::string(spec.status().message()));
+  return *spec;
+}
 
 struct FakeRun {
   RunSpec spec;
@@ -62,7 +72,7 @@ inline FakeRun StreamingRun(const std::string& policy, int64_t capacity, int64_t
   FakeRun r;
   r.spec = BaseSpec();
   r.spec.workload = "perplexity";
-  r.spec.policy = policy;
+  r.spec.policy = PolicyOf(policy);
   r.spec.perplexity.protocol = "streaming";
   r.spec.perplexity.max_tokens = 512;
   const int n = 511;  // token 0 is never scored
@@ -93,7 +103,7 @@ inline FakeRun SlidingRun() {
   FakeRun r;
   r.spec = BaseSpec();
   r.spec.workload = "perplexity";
-  r.spec.policy = "full";
+  r.spec.policy = PolicyOf("full");
   r.spec.perplexity.protocol = "sliding";
   r.spec.perplexity.max_length = 128;
   r.spec.perplexity.stride = 64;
@@ -113,7 +123,7 @@ inline FakeRun GenerationRun(const std::string& policy, int64_t prompt, int64_t 
   FakeRun r;
   r.spec = BaseSpec();
   r.spec.workload = "generation";
-  r.spec.policy = policy;
+  r.spec.policy = PolicyOf(policy);
   r.spec.generation.prompt_tokens = prompt;
   r.spec.generation.new_tokens = 16;
   std::vector<double> ttft, tpot, steps;
@@ -170,7 +180,7 @@ inline std::vector<FakeRun> FakeGrid() {
   FakeRun failed;
   failed.spec = BaseSpec();
   failed.spec.workload = "generation";
-  failed.spec.policy = kTova32;
+  failed.spec.policy = PolicyOf(kTova32);
   failed.spec.generation.prompt_tokens = 128;
   failed.spec.generation.new_tokens = 16;
   failed.fails = true;

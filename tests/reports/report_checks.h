@@ -44,7 +44,7 @@ inline const FakeRun& Find(const std::vector<FakeRun>& runs, const std::string& 
                            const std::string& policy, int64_t prompt = 0,
                            const std::string& protocol = "") {
   for (const auto& r : runs) {
-    if (r.spec.workload != workload || r.spec.policy != policy) continue;
+    if (r.spec.workload != workload || r.spec.policy.ToString() != PolicyOf(policy).ToString()) continue;
     if (prompt && r.spec.generation.prompt_tokens != prompt) continue;
     if (!protocol.empty() && r.spec.perplexity.protocol != protocol) continue;
     return r;

@@ -24,7 +24,7 @@ std::vector<RunView> Views(const std::vector<FakeRun>& runs) {
     v.experiment = kFakeExperiment;
     v.run_key = RunKey(r.spec);
     v.spec_json = r.spec.CanonicalJson();
-    v.policy = r.spec.policy;
+    v.policy = r.spec.policy.ToString();
     v.dataset = r.spec.dataset.name;
     v.workload = r.spec.workload;
     v.device = r.spec.device;

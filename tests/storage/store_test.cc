@@ -47,7 +47,7 @@ class StoreTest : public ::testing::Test {
       s.device = device;
       s.workload = "noop";
       s.seed = i;
-      s.policy = "full";
+      s.policy = PolicySpec{"full", {}};
       out.push_back(s);
     }
     return out;

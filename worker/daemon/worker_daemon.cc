@@ -349,7 +349,7 @@ void WorkerDaemon::ExecuteLease(const v1::LeaseRunResponse& leased) {
     return;
   }
   Log(absl::StrCat("run ", run_key, " (", lease.experiment(), ", attempt ", lease.attempt(),
-                   "): ", spec->workload, " ", spec->policy));
+                   "): ", spec->workload, " ", spec->policy.ToString()));
   {
     std::lock_guard<std::mutex> lock(mu_);
     current_ = CurrentLease{lease.lease_id(), lease.run_id(), lease.attempt(), run_key, 0.0,

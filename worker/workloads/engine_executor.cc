@@ -91,7 +91,7 @@ class EngineExecutor : public RunExecutor {
  private:
   absl::StatusOr<RunResult> ExecuteImpl(const RunSpec& spec, const ProgressFn& progress) {
     auto report = [&](double f, const std::string& phase) { if (progress) progress(f, phase); };
-    ASSIGN_OR_RETURN(PolicySpec policy, ParsePolicySpec(spec.policy));
+    const PolicySpec& policy = spec.policy;
     PositionMode mode;
     if (!ParsePositionMode(spec.position_mode, &mode)) {
       return absl::InvalidArgumentError(absl::StrCat("position_mode '", spec.position_mode,
