@@ -1,4 +1,5 @@
-// MakePolicy: policy name -> factory (one line per built-in policy; RegisterPolicy adds more).
+// MakePolicy: policy name -> factory (one line per built-in policy below; RegisterPolicy adds
+// more).
 // The spec is re-validated against its schema (core/policy_spec.cc), so hand-built specs get the
 // same errors and defaults as parsed ones.
 #include <map>
@@ -11,25 +12,37 @@
 #include "model/policies/registry.h"
 #include "model/policies/selection.h"
 
+// The built-in policies: one line each, the schema's name (core/policy_spec.cc) and the factory
+// its file in model/policies/ defines.
+#define KVGRID_BUILTIN_POLICIES(X)                     \
+  X("full", NewFullPolicy)                             \
+  X("window", NewWindowPolicy)                         \
+  X("streaming_llm", NewStreamingLlmPolicy)            \
+  X("h2o", NewH2oPolicy)                               \
+  X("snapkv", NewSnapKvPolicy)                         \
+  X("pyramidkv", NewPyramidKvPolicy)                   \
+  X("knorm", NewKnormPolicy)                           \
+  X("tova", NewTovaPolicy)                             \
+  X("random", NewRandomPolicy)                         \
+  X("observed_attention", NewObservedAttentionPolicy)  \
+  X("keydiff", NewKeyDiffPolicy)                       \
+  X("expected_attention", NewExpectedAttentionPolicy)  \
+  X("chunkkv", NewChunkKvPolicy)
+
 namespace kvgrid {
+namespace policies {
+#define KVGRID_DECLARE_FACTORY(name, factory) std::unique_ptr<KvPolicy> factory(const PolicySpec& spec);
+KVGRID_BUILTIN_POLICIES(KVGRID_DECLARE_FACTORY)
+#undef KVGRID_DECLARE_FACTORY
+}  // namespace policies
+
 namespace {
 
 std::map<std::string, PolicyFactory>& Factories() {
-  static auto* factories = new std::map<std::string, PolicyFactory>{
-      {"full", &policies::NewFullPolicy},
-      {"window", &policies::NewWindowPolicy},
-      {"streaming_llm", &policies::NewStreamingLlmPolicy},
-      {"h2o", &policies::NewH2oPolicy},
-      {"snapkv", &policies::NewSnapKvPolicy},
-      {"pyramidkv", &policies::NewPyramidKvPolicy},
-      {"knorm", &policies::NewKnormPolicy},
-      {"tova", &policies::NewTovaPolicy},
-      {"random", &policies::NewRandomPolicy},
-      {"observed_attention", &policies::NewObservedAttentionPolicy},
-      {"keydiff", &policies::NewKeyDiffPolicy},
-      {"expected_attention", &policies::NewExpectedAttentionPolicy},
-      {"chunkkv", &policies::NewChunkKvPolicy},
-  };
+#define KVGRID_FACTORY_ENTRY(name, factory) {name, &policies::factory},
+  static auto* factories =
+      new std::map<std::string, PolicyFactory>{KVGRID_BUILTIN_POLICIES(KVGRID_FACTORY_ENTRY)};
+#undef KVGRID_FACTORY_ENTRY
   return *factories;
 }
 
