@@ -1,7 +1,11 @@
 // The Coordinator gRPC service (proto/kvgrid.proto) on top of the SQLite Store.
 //
 // Every handler first checks the bearer token (UNAUTHENTICATED otherwise), then maps the request
-// to one Store call; the store makes each of them a single transaction. LeaseRun is a long-poll:
+// to one Store call; the store makes each of them a single transaction. The check is the first
+// line of each handler (KV_AUTH in service.cc, one Authenticate()) because gRPC 1.51 offers no
+// place before the handlers on a plaintext port: InsecureServerCredentials aborts on
+// SetAuthMetadataProcessor (GPR_ASSERT), and a server interceptor cannot refuse a call before
+// its handler runs (no server-side hijacking). LeaseRun is a long-poll:
 // it waits on a condition variable that submissions, failures, releases and lease expiries
 // signal, and re-checks at least every `poll_ms` (runs in retry back-off become claimable by time).
 #pragma once
