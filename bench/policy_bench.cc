@@ -187,16 +187,21 @@ struct Row {
   std::vector<double> ttft, tpot;
   double gen_kv_peak = std::numeric_limits<double>::quiet_NaN();
   double gen_kv_end = std::numeric_limits<double>::quiet_NaN();
+  double gen_kv_live_end = std::numeric_limits<double>::quiet_NaN();
   double gen_kv_tokens_max = std::numeric_limits<double>::quiet_NaN();
   std::vector<std::string> errors;
 };
 
 // The policy's spec keeping B tokens (its schema's budget rule, core/policy_spec.h); `streaming`
-// adds the decoding variant's interval to the prefill-only scorers.
+// adds the decoding variant's interval to the prefill-only scorers that have one (adakv has
+// none: its streaming column stays empty).
 absl::StatusOr<std::string> SpecFor(const std::string& name, int64_t B, int64_t interval, bool streaming) {
   ASSIGN_OR_RETURN(std::string text, PolicyTextAtBudget(name, B));
   ASSIGN_OR_RETURN(PolicySpec spec, ParsePolicySpec(text));
-  if (streaming && CompressesOnlyAtPrefill(spec)) absl::StrAppend(&text, ",interval=", interval);
+  if (streaming && CompressesOnlyAtPrefill(spec)) {
+    const std::string decoding = absl::StrCat(text, ",interval=", interval);
+    if (ParsePolicySpec(decoding).ok()) return decoding;
+  }
   return text;
 }
 
@@ -352,7 +357,7 @@ int Main(int argc, char** argv) {
       auto r = RunPerplexity(model, ppl_ids, *prefill_spec, po);
       if (r.ok()) row.sliding_ppl = r->Value(metric::kPpl); else note("sliding", r.status());
     }
-    {
+    if (WhyPolicyCannotRunProtocol(*streaming_spec, "streaming").empty()) {
       PerplexityOptions po;
       po.protocol = "streaming";
       po.max_tokens = o.ppl_tokens;
@@ -408,6 +413,7 @@ int Main(int argc, char** argv) {
       for (double v : r->SamplesOf(metric::kTpotMs)) row.tpot.push_back(v);
       row.gen_kv_peak = r->Value(metric::kKvBytesPeak);
       row.gen_kv_end = r->Value(metric::kKvBytesEnd);
+      row.gen_kv_live_end = r->Value(metric::kKvBytesLiveEnd);
       row.gen_kv_tokens_max = r->Value(metric::kKvTokensMax);
     }
     std::fprintf(stderr, "generation round %lld/%lld%s: %.1f s\n", static_cast<long long>(round + 1),
@@ -444,16 +450,19 @@ int Main(int argc, char** argv) {
               "MiB = 2^20 bytes.\n\n",
               static_cast<long long>(o.repeats));
 
-  std::printf("| policy spec | generation kv_tokens_max | generation KV MiB peak | generation KV MiB end |\n");
-  std::printf("| --- | ---: | ---: | ---: |\n");
+  std::printf("| policy spec | generation kv_tokens_max | generation KV MiB peak | generation KV MiB end | entries' KV MiB end |\n");
+  std::printf("| --- | ---: | ---: | ---: | ---: |\n");
   for (const Row& r : rows) {
-    std::printf("| %s | %s | %s | %s |\n", Label(r).c_str(), Num(r.gen_kv_tokens_max, 0).c_str(),
-                Num(r.gen_kv_peak / kMiB, 2).c_str(), Num(r.gen_kv_end / kMiB, 2).c_str());
+    std::printf("| %s | %s | %s | %s | %s |\n", Label(r).c_str(), Num(r.gen_kv_tokens_max, 0).c_str(),
+                Num(r.gen_kv_peak / kMiB, 2).c_str(), Num(r.gen_kv_end / kMiB, 2).c_str(),
+                Num(r.gen_kv_live_end / kMiB, 2).c_str());
   }
   std::printf("\nThe full cache reserves prompt + new tokens slots per layer up front. A compressing "
               "policy's cache is sized for the prompt and compressed right after each layer's "
               "attention, so its peak is the prompt's storage and its end value what the policy "
-              "keeps (allocated capacity, growth slack included).\n");
+              "keeps (allocated capacity, growth slack included). The entries' KV is what the held entries "
+              "take without growth slack or holes (kv_bytes_live_end): adakv's heads keep uneven "
+              "counts in storage padded to the widest head, so its end value exceeds its entries'.\n");
   size_t failed = 0;
   for (const Row& r : rows) failed += r.errors.size();
   if (failed > 0) {

@@ -12,7 +12,7 @@ const std::vector<MetricDef>& MetricCatalog() {
       kDisturbedRepeats, kRepeats,
       kBaselineTtftMs, kBaselineTpotMs, kBaselineThroughputTokS,
       kDeltaTtftPct, kDeltaTpotPct, kDeltaThroughputPct,
-      kKvBytesPeak, kKvBytesEnd, kKvTokensMax, kScoringMs, kDatasetTokens, kTokenizeMs,
+      kKvBytesPeak, kKvBytesEnd, kKvBytesLiveEnd, kKvTokensMax, kScoringMs, kDatasetTokens, kTokenizeMs,
       kNoopMs, kElapsedMs};
   return kAll;
 }

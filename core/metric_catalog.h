@@ -56,6 +56,7 @@ inline constexpr MetricDef kDeltaThroughputPct{"delta_throughput_pct", "%", Bett
 // both cache workloads
 inline constexpr MetricDef kKvBytesPeak{"kv_bytes_peak", "bytes", Better::kLower, "perplexity, generation", "largest KV cache held (keys + values, all layers)"};
 inline constexpr MetricDef kKvBytesEnd{"kv_bytes_end", "bytes", Better::kLower, "perplexity, generation", "KV cache held at the end"};
+inline constexpr MetricDef kKvBytesLiveEnd{"kv_bytes_live_end", "bytes", Better::kLower, "perplexity, generation", "keys + values of the entries held at the end, without growth room or holes (adakv's heads keep uneven counts in storage padded to the widest head; this is what storing each head's entries alone would take)"};
 inline constexpr MetricDef kKvTokensMax{"kv_tokens_max", "tokens", Better::kLower, "perplexity, generation", "most cache slots held by any layer and head"};
 inline constexpr MetricDef kScoringMs{"scoring_ms", "ms", Better::kLower, "perplexity, generation", "time spent in the policy (scoring, selecting, evicting)"};
 inline constexpr MetricDef kDatasetTokens{"dataset_tokens", "tokens", Better::kNeither, "perplexity, generation", "tokens of the dataset text"};

@@ -150,6 +150,21 @@ std::vector<PolicySchema> BuildSchemas() {
     p.params.push_back(Int("chunk_length", "tokens per chunk", "20", 1));
     s.push_back(p);
   }
+  {
+    // No decoding variant (interval 0 only): kvpress's DecodingPress(AdaKV) re-scores masked
+    // slots and is not reproducible on a cache with holes (kv-policies-next.md §1).
+    PolicySchema p{"adakv", "head-adaptive budgets: global top-k over a layer's heads with a per-head minimum (kvpress AdaKV)",
+                   BudgetParams(), CountOrRatioBudget("budget", "ratio")};
+    p.params[2] = Int("interval", "no decoding variant: compresses at prefill only", "0", 0, 0);
+    p.params.push_back(Enum("inner", "scorer ranking the tokens (its other parameters at their defaults)",
+                            InnerScorers(), "snapkv"));
+    ParamSchema alpha{"alpha", ParamType::kReal, "safeguard: each head keeps at least int(budget*alpha) (>= 1) of its best tokens"};
+    alpha.default_value = "0.2";
+    alpha.min = 0;
+    alpha.max = 1;
+    p.params.push_back(alpha);
+    s.push_back(p);
+  }
   return s;
 }
 
@@ -515,6 +530,14 @@ std::string WhyPolicyCannotRunProtocol(const PolicySpec& spec, const std::string
            "'prefill'";
   }
   if (protocol == "streaming" && CompressesOnlyAtPrefill(spec)) {
+    const PolicySchema* schema = FindPolicySchema(spec.name);
+    for (const auto& p : schema->params) {
+      if (p.key == "interval" && p.max <= 0) {
+        return absl::StrCat("policy ", spec.name, " compresses only at prefill and has no "
+                            "decoding variant, so the streaming protocol cannot measure it; use "
+                            "protocol 'prefill' or a generation workload");
+      }
+    }
     return absl::StrCat("policy ", spec.name, " compresses only at prefill; the streaming "
                         "protocol needs its decoding variant (add interval=N, compress every N "
                         "steps, e.g. ", spec.name, ":...,interval=64)");

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "model/engine/cpu_gemv.h"
@@ -115,6 +116,7 @@ torch::Tensor CpuAttention::Decode(int64_t layer, const torch::Tensor& qkv,
   const float* values = lc.values.data_ptr<float>();
   float* pr = probs->data_ptr<float>();
   float* o = out.data_ptr<float>();
+  const bool* holes = lc.holes.defined() ? lc.holes.data_ptr<bool>() : nullptr;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h) {
@@ -129,6 +131,12 @@ torch::Tensor CpuAttention::Decode(int64_t layer, const torch::Tensor& qkv,
         for (int64_t j = 0; j < n; ++j) a[j] = rotated_dot(q, K + j * d, rank[j]) * scale;
       } else {
         AttentionScoresF32(q, K, n, d, scale, a);
+      }
+      if (holes != nullptr) {  // slots of this head that hold no entry get no weight
+        const bool* hole = holes + h * cap;
+        for (int64_t j = 0; j < n; ++j) {
+          if (hole[j]) a[j] = std::numeric_limits<float>::lowest();
+        }
       }
       const float mx = *std::max_element(a, a + n);
       float sum = 0;
@@ -193,6 +201,8 @@ torch::Tensor CpuAttention::Prefill(int64_t layer, const torch::Tensor& qkv,
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const float lowest = std::numeric_limits<float>::lowest();
   const int64_t block = 128, blocks = (m + block - 1) / block;
+  // Holes (slots of a head that hold no entry) are among the older slots [0, before).
+  const bool* holes = lc.holes.defined() ? lc.holes.data_ptr<bool>() : nullptr;
   auto attend_block = [&](int64_t h, int64_t q0, float* scratch) {
     const int64_t rows = std::min(block, m - q0);
     const int64_t visible = before + q0 + rows;  // keys the block's last query may see
@@ -207,6 +217,12 @@ torch::Tensor CpuAttention::Prefill(int64_t layer, const torch::Tensor& qkv,
     for (int64_t i = 0; i < rows; ++i) {
       float* row = scratch + i * visible;
       std::fill(row + before + q0 + i + 1, row + visible, lowest);
+      if (holes != nullptr) {
+        const bool* hole = holes + h * cap;
+        for (int64_t j = 0; j < before; ++j) {
+          if (hole[j]) row[j] = lowest;
+        }
+      }
     }
     at::_softmax_out(scores, scores, 1, false);
     auto v_head = torch::from_blob(values + h * cap * d, {visible, d});

@@ -144,6 +144,7 @@ absl::StatusOr<GenerationOutput> Generate(GptNeoxModel& model,
     next_pos = next_pos + 1;
   }
   out.kv_bytes_end = cache.AllocatedBytes();
+  out.kv_bytes_live_end = cache.LiveBytes();
   return out;
 }
 

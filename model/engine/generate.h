@@ -33,6 +33,7 @@ struct GenerationOutput {
   double prefill_policy_ms = 0;                // the part of stats.policy_ms spent in the prefill
   int64_t kv_bytes_peak = 0;                   // KvCache::PeakAllocatedBytes(): inside forwards too
   int64_t kv_bytes_end = 0;
+  int64_t kv_bytes_live_end = 0;               // KvCache::LiveBytes() at the end
 };
 
 // Called after the prefill's first token is on the host (step 0) and after each decode step.

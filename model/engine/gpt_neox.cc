@@ -208,8 +208,13 @@ torch::Tensor GptNeoxModel::Rotate(const torch::Tensor& x, const torch::Tensor& 
   return torch::cat({rotated, x.narrow(-1, r, x.size(-1) - r)}, -1);
 }
 
-void GptNeoxModel::KeepEntries(int64_t layer, KvCache& cache, const torch::Tensor& keep) {
-  cache.Keep(layer, keep);
+void GptNeoxModel::KeepEntries(int64_t layer, KvCache& cache, const torch::Tensor& keep,
+                               bool uneven_heads) {
+  if (uneven_heads) {
+    cache.KeepWithHoles(layer, keep);
+  } else {
+    cache.Keep(layer, keep);
+  }
   if (cache.mode() != PositionMode::kRerotate) return;
   // Re-rotate kept keys from their old logical index to their new one (RoPE composes). Rerotate
   // caches never reuse slots, so the new index is the slot.
@@ -217,7 +222,7 @@ void GptNeoxModel::KeepEntries(int64_t layer, KvCache& cache, const torch::Tenso
   const int64_t B = cache.batch(), H = config_.num_heads, d = config_.head_dim(), kept = keep.size(2);
   auto new_slots = torch::arange(kept, torch::TensorOptions().dtype(torch::kInt64).device(device_))
                        .view({1, 1, kept}).expand_as(keep);
-  auto delta = (new_slots - keep).reshape({B * H, kept});
+  auto delta = (new_slots - keep.clamp_min(0)).reshape({B * H, kept});  // holes: any rotation
   auto k_live = lc.K().reshape({B * H, 1, kept, d});
   auto rotated = Rotate(k_live, delta).reshape({B, H, kept, d});
   lc.keys.narrow(2, 0, kept).copy_(rotated);
@@ -288,9 +293,11 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
   view.probs = logical(attended.probs, 3);
   view.received = logical(attended.received, 2);
   view.positions = logical(lc.Positions(), 2);
+  view.holes = lc.Holes();  // (a layer with holes is in logical order)
   view.slot_rank = slot_order ? &lc.rank : nullptr;
   torch::Tensor keep = policy->SelectKeep(view);
-  if (keep.defined() && keep.size(2) < n) KeepEntries(layer, cache, keep);
+  const bool uneven = policy->KeepsUnevenHeads();
+  if (keep.defined() && (keep.size(2) < n || uneven)) KeepEntries(layer, cache, keep, uneven);
   if (stats) stats->policy_ms += NowMs() - t0;
 }
 
@@ -381,11 +388,14 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
     const int64_t rows = std::min(block, m - q0);
     const int64_t visible = before + q0 + rows;  // keys the block's last query may see
     auto scores = torch::matmul(q.narrow(2, q0, rows), keys.narrow(2, 0, visible).transpose(-1, -2)) * scale;
-    if (rows > 1 || lc.has_padding) {
+    if (rows > 1 || lc.has_padding || lc.holes.defined()) {
       auto key_slot = torch::arange(visible, slot_opts).view({1, visible});
       auto query_slot = torch::arange(before + q0, before + q0 + rows, slot_opts).view({rows, 1});
       auto allowed = (key_slot <= query_slot).view({1, 1, rows, visible}) &
                      lc.Valid().narrow(1, 0, visible).view({B, 1, 1, visible});
+      if (lc.holes.defined()) {
+        allowed = allowed & lc.Holes().narrow(2, 0, visible).logical_not().view({B, H, 1, visible});
+      }
       scores = scores.masked_fill(allowed.logical_not(), min_value);
     }
     auto p = torch::softmax(scores.to(torch::kFloat32), -1);

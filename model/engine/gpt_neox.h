@@ -100,8 +100,10 @@ class GptNeoxModel {
   // a view in logical order, then evicts.
   void ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache& cache, KvPolicy* policy,
                    ForwardStats* stats, const AttendedLayer& attended);
-  // cache.Keep(), plus rerotate mode's re-rotation of the kept keys.
-  void KeepEntries(int64_t layer, KvCache& cache, const torch::Tensor& keep);
+  // cache.Keep() (KeepWithHoles() for a policy whose heads keep uneven counts), plus rerotate
+  // mode's re-rotation of the kept keys.
+  void KeepEntries(int64_t layer, KvCache& cache, const torch::Tensor& keep,
+                   bool uneven_heads = false);
   bool UsesFusedCpuAttention(int64_t batch) const;
   torch::Tensor Mlp(const LayerWeights& w, const torch::Tensor& x) const;
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;

@@ -34,6 +34,12 @@ void KvCache::Reallocate(LayerCache& lc, int64_t new_capacity) {
                                 torch::TensorOptions().dtype(torch::kInt64).device(device_));
   auto valid = torch::empty({batch_, new_capacity},
                             torch::TensorOptions().dtype(torch::kBool).device(device_));
+  if (lc.holes.defined()) {
+    auto holes = torch::zeros({batch_, heads_, new_capacity},
+                              torch::TensorOptions().dtype(torch::kBool).device(device_));
+    if (lc.length > 0) holes.narrow(2, 0, lc.length).copy_(lc.Holes());
+    lc.holes = holes;
+  }
   if (lc.length > 0) {
     keys.narrow(2, 0, lc.length).copy_(lc.K());
     values.narrow(2, 0, lc.length).copy_(lc.V());
@@ -71,6 +77,7 @@ void KvCache::Append(int64_t layer, const torch::Tensor& k, const torch::Tensor&
   lc.values.narrow(2, lc.length, m).copy_(v);
   lc.positions.narrow(2, lc.length, m).copy_(positions.unsqueeze(1).expand({batch_, heads_, m}));
   lc.valid.narrow(1, lc.length, m).copy_(valid);
+  if (lc.holes.defined()) lc.holes.narrow(2, lc.length, m).fill_(false);
   AppendOrder(lc, m);
   lc.length += m;
 }
@@ -84,8 +91,12 @@ void KvCache::AppendCpu(int64_t layer, const float* k, const float* v, int64_t m
   float* values = lc.values.data_ptr<float>();
   int64_t* slot_positions = lc.positions.data_ptr<int64_t>();
   bool* valid = lc.valid.data_ptr<bool>();
+  bool* holes = lc.holes.defined() ? lc.holes.data_ptr<bool>() : nullptr;
   for (int64_t t = 0; t < m; ++t) {
     const int64_t slot = first + t;
+    if (holes != nullptr) {
+      for (int64_t h = 0; h < heads_; ++h) holes[h * cap + slot] = false;
+    }
     for (int64_t h = 0; h < heads_; ++h) {
       const int64_t from = t * token_stride + h * head_stride;
       std::memcpy(keys + (h * cap + slot) * head_dim_, k + from, head_dim_ * sizeof(float));
@@ -266,7 +277,7 @@ void KvCache::EvictRange(int64_t layer, int64_t begin, int64_t end) {
               end, ") outside [0, ", n, ")");
   if (begin == end) return;
   const int64_t evicted = end - begin, k = n - evicted;
-  if (slot_reuse_) {
+  if (slot_reuse_ && !lc.holes.defined()) {
     // Every head loses the same logical range (the ring buffer: the newest entry takes the
     // oldest window entry's slot).
     MaterialiseOrder(lc);
@@ -306,9 +317,61 @@ torch::Tensor KvCache::LogicalPositions(int64_t layer) const {
   return Logical(layer, layers_[layer].Positions());
 }
 
+void KvCache::RestoreLogicalOrder(LayerCache& lc) {
+  if (lc.in_order()) return;
+  torch::Tensor order = torch::empty({1, heads_, lc.length}, torch::kInt64);
+  int64_t* o = order.data_ptr<int64_t>();
+  for (int64_t h = 0; h < heads_; ++h) {
+    std::memcpy(o + h * lc.length, lc.order[h].data(), lc.length * sizeof(int64_t));
+  }
+  order = order.to(device_);
+  auto idx_kv = order.unsqueeze(-1).expand({batch_, heads_, lc.length, head_dim_});
+  lc.keys.narrow(2, 0, lc.length).copy_(lc.K().gather(2, idx_kv));
+  lc.values.narrow(2, 0, lc.length).copy_(lc.V().gather(2, idx_kv));
+  lc.positions.narrow(2, 0, lc.length).copy_(lc.Positions().gather(2, order));
+  lc.order.clear();
+  lc.rank.clear();
+}
+
+void KvCache::KeepWithHoles(int64_t layer, const torch::Tensor& keep) {
+  LayerCache& lc = layers_[layer];
+  RestoreLogicalOrder(lc);
+  const int64_t k = keep.size(2);
+  auto pad = keep.lt(0);
+  auto idx = keep.clamp_min(0);
+  auto idx_kv = idx.unsqueeze(-1).expand({batch_, heads_, k, head_dim_});
+  auto new_k = lc.K().gather(2, idx_kv);
+  auto new_v = lc.V().gather(2, idx_kv);
+  auto new_pos = lc.Positions().gather(2, idx);
+  auto new_valid = lc.Valid().gather(1, idx.select(1, 0));
+  auto new_holes = lc.holes.defined() ? pad.logical_or(lc.Holes().gather(2, idx)) : pad;
+  const bool any_hole = new_holes.any().item<bool>();
+  const int64_t wanted = k + std::max<int64_t>(64, k / 4);
+  lc.holes = torch::Tensor();
+  if (wanted * 4 < lc.capacity() * 3) {  // free memory for real, as Keep() does
+    lc.keys = lc.values = lc.positions = lc.valid = torch::Tensor();
+    lc.length = 0;
+    Reallocate(lc, wanted);
+  }
+  lc.length = k;
+  lc.keys.narrow(2, 0, k).copy_(new_k);
+  lc.values.narrow(2, 0, k).copy_(new_v);
+  lc.positions.narrow(2, 0, k).copy_(new_pos);
+  lc.valid.narrow(1, 0, k).copy_(new_valid);
+  if (any_hole) {
+    lc.holes = torch::zeros({batch_, heads_, lc.capacity()},
+                            torch::TensorOptions().dtype(torch::kBool).device(device_));
+    lc.holes.narrow(2, 0, k).copy_(new_holes);
+  }
+}
+
 void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {
   LayerCache& lc = layers_[layer];
   int64_t k = keep.size(2);
+  if (lc.holes.defined()) {
+    KeepWithHoles(layer, keep);
+    return;
+  }
   if (slot_reuse_) {
     TORCH_CHECK(batch_ == 1 && keep.size(1) == heads_, "KV cache: slot reuse needs batch 1");
     torch::Tensor idx = keep.to(torch::kCPU, torch::kInt64).contiguous();
@@ -364,9 +427,10 @@ int64_t KvCache::AllocatedBytes() const {
 int64_t KvCache::LiveBytes() const {
   int64_t bytes = 0;
   for (const auto& lc : layers_) {
-    if (lc.keys.defined()) {
-      bytes += 2 * batch_ * heads_ * lc.length * head_dim_ * lc.keys.element_size();
-    }
+    if (!lc.keys.defined()) continue;
+    int64_t entries = batch_ * heads_ * lc.length;
+    if (lc.holes.defined()) entries -= lc.Holes().sum().item<int64_t>();
+    bytes += 2 * entries * head_dim_ * lc.keys.element_size();
   }
   return bytes;
 }

@@ -36,6 +36,12 @@ struct LayerCache {
   torch::Tensor values;     // [B, H, capacity, d]
   torch::Tensor positions;  // [B, H, capacity] int64, true text positions
   torch::Tensor valid;      // [B, capacity] bool: false for left-padding slots
+  // [B,H,capacity] bool, defined only while some head holds fewer entries than the layer's
+  // length (a head-adaptive policy, adakv, kept different counts per head): true marks a hole, a
+  // slot of that head holding no entry. Attention gives holes zero weight (masking, as kvpress
+  // does; the storage is padded to the longest head and KV bytes count the holes). A layer with
+  // holes is always in logical order.
+  torch::Tensor holes;
   int64_t length = 0;
   bool has_padding = false;  // some slot is invalid (left-padded batch)
   // Slot bookkeeping of caches that reuse evicted slots (KvCache::slot_reuse()): the live slots
@@ -50,6 +56,7 @@ struct LayerCache {
   torch::Tensor V() const { return values.narrow(2, 0, length); }
   torch::Tensor Positions() const { return positions.narrow(2, 0, length); }
   torch::Tensor Valid() const { return valid.narrow(1, 0, length); }
+  torch::Tensor Holes() const { return holes.defined() ? holes.narrow(2, 0, length) : holes; }
 };
 
 class KvCache {
@@ -76,6 +83,11 @@ class KvCache {
   // (per-step policies evict one entry per token: one row moves, or none). Storage is shrunk
   // when the cache is much smaller than its capacity, so memory is freed.
   void Keep(int64_t layer, const torch::Tensor& keep);
+  // Keep() where heads keep different numbers of entries: a head keeping fewer than k pads its
+  // row with -1, leaving holes in its slots [kept, k) (LayerCache::holes). The kept entries are
+  // gathered in logical order (a slot-reusing layer is put back in logical order first); Keep()
+  // on a layer with holes comes here too.
+  void KeepWithHoles(int64_t layer, const torch::Tensor& keep);
   // Evicts the entries with logical indices [begin, end) of every head (sinks + window rules),
   // without building index tensors on the slot-reuse path.
   void EvictRange(int64_t layer, int64_t begin, int64_t end);
@@ -106,7 +118,7 @@ class KvCache {
   // AllocatedBytes() between forwards misses the peak; this does not. (The transient old + new
   // copy during one layer's reallocation is not counted.)
   int64_t PeakAllocatedBytes() const { return peak_bytes_; }
-  // Bytes the live entries occupy (sum over layers of length * per-slot bytes).
+  // Bytes the live entries occupy (sum over layers of length * per-slot bytes, holes left out).
   int64_t LiveBytes() const;
   int64_t MaxLength() const;
   int64_t TotalLength() const;
@@ -114,6 +126,8 @@ class KvCache {
  private:
   void Grow(LayerCache& lc, int64_t needed);
   void KeepInPlaceCpu(LayerCache& lc, const torch::Tensor& keep);
+  // Moves a slot-reusing layer's entries back into logical order (slot == logical index).
+  void RestoreLogicalOrder(LayerCache& lc);
   // Slot reuse: head h keeps the logical indices kept[0..k) (ascending).
   void KeepReusingSlots(LayerCache& lc, int64_t h, const int64_t* kept, int64_t k);
   // Every head keeps kept[h * head_stride + j], j < k; then the live length is k.

@@ -49,6 +49,8 @@ struct LayerView {
                                 // undefined by a fused one-token decode step, whose one row is
                                 // `probs` (policies::AttentionReceived falls back to it)
   torch::Tensor positions;      // [B,H,n] int64 true text positions of the slots
+  torch::Tensor holes;          // [B,H,n] bool: slots of a head that hold no entry (left by a
+                                // policy that KeepsUnevenHeads()); undefined when there are none
   // Slot order (only for policies whose ReadsSlotOrder() is true, on a cache that reuses slots):
   // probs, received, positions and keys are then indexed by slot, not by logical index, and
   // slot_rank[h][s] is the logical index (0 = oldest) of head h's slot s. Null when the slots
@@ -84,7 +86,11 @@ class KvPolicy {
   // New sequence: drop any per-sequence state (accumulated scores, counters, buffers).
   virtual void Reset(int64_t num_layers) { (void)num_layers; }
   // Slots to keep, [B,H,k] int64 sorted ascending per head; an undefined tensor keeps everything.
+  // A policy that KeepsUnevenHeads() pads the rows of heads keeping fewer than k with -1.
   virtual torch::Tensor SelectKeep(const LayerView& view) = 0;
+  // True when heads may keep different numbers of entries (adakv): the cache then holds holes
+  // (KvCache::KeepWithHoles) and attention masks them.
+  virtual bool KeepsUnevenHeads() const { return false; }
   // False when the policy never evicts after a forward of this phase (prefill-only scorers while
   // decoding): the engine then builds no view and calls nothing.
   virtual bool ActsAfter(ForwardPhase phase) const { (void)phase; return true; }

@@ -1,6 +1,6 @@
 // expected_attention: the attention future queries are expected to give each entry, times its
 // value norm (NVIDIA/kvpress kvpress/presses/expected_attention_press.py at 8bb29b9, 0.5.4;
-// kv-policies-next.md §2; docs/kv-policies.md §3.11). Per layer and head:
+// kv-policies-next.md §2; docs/kv-policies.md §3.10). Per layer and head:
 //   queries: the pre-RoPE queries of this forward whose text position is >= n_sink (prefill;
 //     kvpress drops the first n_sink hidden states), or in the decoding variant the layer's last
 //     256 pre-RoPE queries minus the first n_sink of them (kvpress DecodingPress's buffer);

@@ -27,7 +27,8 @@
   X("observed_attention", NewObservedAttentionPolicy)  \
   X("keydiff", NewKeyDiffPolicy)                       \
   X("expected_attention", NewExpectedAttentionPolicy)  \
-  X("chunkkv", NewChunkKvPolicy)
+  X("chunkkv", NewChunkKvPolicy)                       \
+  X("adakv", NewAdaKvPolicy)
 
 namespace kvgrid {
 namespace policies {

@@ -174,6 +174,88 @@ TEST(FusedCpuAttention, MatchesGenericPathInEveryModeWithChunksAndEviction) {
   }
 }
 
+// Keeps, at the prefill, slots {t < n : t % (h + 2) == 0} in head h (uneven counts, rows padded
+// with -1), or with `even` every even slot in every head, as an uneven keep padded with one -1
+// column (a hole at the same slot of every head) or as a plain keep.
+class EveryKth : public KvPolicy {
+ public:
+  enum class Shape { kUneven, kEvenWithHoleColumn, kEven };
+  explicit EveryKth(Shape shape) : shape_(shape) {}
+  std::string name() const override { return "test_every_kth"; }
+  bool KeepsUnevenHeads() const override { return shape_ != Shape::kEven; }
+  torch::Tensor SelectKeep(const LayerView& v) override {
+    if (v.phase != ForwardPhase::kPrefill) return {};
+    const int64_t H = v.keys.size(1);
+    std::vector<std::vector<int64_t>> rows(H);
+    size_t widest = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t step = shape_ == Shape::kUneven ? h + 2 : 2;
+      for (int64_t t = 0; t < v.n; t += step) rows[h].push_back(t);
+      if (shape_ == Shape::kEvenWithHoleColumn) rows[h].push_back(-1);
+      widest = std::max(widest, rows[h].size());
+    }
+    auto keep = torch::full({1, H, static_cast<int64_t>(widest)}, -1, torch::kInt64);
+    for (int64_t h = 0; h < H; ++h) {
+      std::copy(rows[h].begin(), rows[h].end(), keep.data_ptr<int64_t>() + h * widest);
+    }
+    return keep;
+  }
+ private:
+  Shape shape_;
+};
+
+// Heads that keep different numbers of entries (adakv) leave holes in the cache: attention gives
+// them zero weight on the fused CPU kernels and the generic path alike, in every positional mode,
+// through a second prefill chunk and decode steps; a hole is the same as the entry not being
+// there (original positions, where slots carry no position).
+TEST(UnevenHeads, HolesAreMaskedOnEveryAttentionPath) {
+  auto model = Load();
+  for (PositionMode mode : {PositionMode::kOriginal, PositionMode::kShifted, PositionMode::kRerotate}) {
+    SCOPED_TRACE(PositionModeName(mode));
+    EveryKth fused_policy(EveryKth::Shape::kUneven), generic_policy(EveryKth::Shape::kUneven);
+    model->set_fused_cpu_attention(true);
+    ChunkedRun fused = RunChunked(*model, mode, &fused_policy);
+    model->set_fused_cpu_attention(false);
+    ChunkedRun generic = RunChunked(*model, mode, &generic_policy);
+    model->set_fused_cpu_attention(true);
+    ASSERT_EQ(fused.logits.size(), generic.logits.size());
+    for (size_t i = 0; i < fused.logits.size(); ++i) {
+      EXPECT_LT(MaxDiff(fused.logits[i], generic.logits[i]), 1e-4) << "forward " << i;
+    }
+    // Head 0 keeps 85 of 170 prefill slots, the widest; then 130 + 10 tokens are appended.
+    EXPECT_EQ(fused.cache[0].size(2), 85 + 140);
+  }
+  for (bool fused_path : {true, false}) {
+    SCOPED_TRACE(fused_path ? "fused" : "generic");
+    model->set_fused_cpu_attention(fused_path);
+    EveryKth holed(EveryKth::Shape::kEvenWithHoleColumn), plain(EveryKth::Shape::kEven);
+    ChunkedRun with_hole = RunChunked(*model, PositionMode::kOriginal, &holed);
+    ChunkedRun without = RunChunked(*model, PositionMode::kOriginal, &plain);
+    for (size_t i = 0; i < with_hole.logits.size(); ++i) {
+      EXPECT_LT(MaxDiff(with_hole.logits[i], without.logits[i]), 1e-5) << "forward " << i;
+    }
+  }
+  model->set_fused_cpu_attention(true);
+}
+
+TEST(UnevenHeads, LiveBytesLeaveHolesOutAndAllocatedBytesCountThem) {
+  auto model = Load();
+  EveryKth policy(EveryKth::Shape::kUneven);
+  KvCache cache = model->NewCache(1, PositionMode::kOriginal);
+  ForwardRequest req;
+  req.ids = torch::tensor(SomeIds(170)).view({1, 170});
+  req.positions = torch::arange(170).view({1, 170});
+  ASSERT_TRUE(model->Forward(req, cache, &policy).ok());
+  const auto& c = model->config();
+  int64_t entries = 0;  // per layer: sum over heads of ceil(170 / (h + 2))
+  for (int64_t h = 0; h < c.num_heads; ++h) entries += (170 + h + 1) / (h + 2);
+  const int64_t row = c.head_dim() * 4 * 2;  // float32 keys + values
+  EXPECT_EQ(cache.LiveBytes(), c.num_layers * entries * row);
+  EXPECT_EQ(cache.MaxLength(), 85);
+  EXPECT_GE(cache.AllocatedBytes(), c.num_layers * c.num_heads * 85 * row);
+  EXPECT_TRUE(cache.layer(0).holes.defined());
+}
+
 TEST(BadInput, IdsOutOfVocabularyAreAnError) {
   auto model = Load();
   KvCache cache = model->NewCache(1, PositionMode::kOriginal);

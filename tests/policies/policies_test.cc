@@ -199,7 +199,9 @@ std::map<std::string, std::string> SampleSpecs() {
           {"observed_attention", "observed_attention:budget=5"},
           {"keydiff", "keydiff:ratio=0.25"},
           {"expected_attention", "expected_attention:budget=6,n_sink=2"},
-          {"chunkkv", "chunkkv:ratio=0.5,chunk_length=3,inner=observed_attention"}};
+          {"chunkkv", "chunkkv:ratio=0.5,chunk_length=3,inner=observed_attention"},
+          // alpha 1: even counts, so no -1 padding (uneven keeps: adakv_test.cc)
+          {"adakv", "adakv:budget=5,alpha=1,inner=observed_attention"}};
 }
 
 TEST(Registry, MakesEveryPolicyInTheSchemaAndItSelectsValidSlots) {

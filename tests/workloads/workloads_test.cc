@@ -363,16 +363,19 @@ std::vector<NoEvictionCase> NoEvictionCases() {
           {"expected_attention:budget=4096"},
           {"expected_attention:ratio=1,n_sink=0,use_covariance=false"},
           {"chunkkv:budget=4096,inner=keydiff"},
-          {"chunkkv:ratio=1,chunk_length=5,inner=expected_attention"}};
+          {"chunkkv:ratio=1,chunk_length=5,inner=expected_attention"},
+          {"adakv:budget=4096"},
+          {"adakv:ratio=1,alpha=0,inner=expected_attention"}};
 }
 
 std::string Name(const std::string& spec) { return spec.substr(0, spec.find(':')); }
 
 // The streaming form of a case: prefill-only scorers get their decoding variant, compressing
-// (i.e. selecting) at every step.
+// (i.e. selecting) at every step; "" for a scorer without one (adakv).
 std::string StreamingSpec(const std::string& spec) {
   if (!CompressesOnlyAtPrefill(Spec(spec))) return spec;
-  return spec + (spec.find(':') == std::string::npos ? ":" : ",") + "interval=1";
+  const std::string streaming = spec + (spec.find(':') == std::string::npos ? ":" : ",") + "interval=1";
+  return ParsePolicySpec(streaming).ok() ? streaming : "";
 }
 
 TEST(PolicyWithoutEviction, EverySchemaPolicyHasACase) {
@@ -391,7 +394,12 @@ TEST(PolicyWithoutEviction, StreamingIsBitIdenticalToFull) {
     full[mode] = Ppl(model, ids, "full", Streaming(mode));
   }
   for (const NoEvictionCase& c : NoEvictionCases()) {
-    SCOPED_TRACE(StreamingSpec(c.spec));
+    SCOPED_TRACE(c.spec);
+    if (StreamingSpec(c.spec).empty()) {  // refused by the protocol, named in its message
+      EXPECT_NE(WhyPolicyCannotRunProtocol(Spec(c.spec), "streaming"), "");
+      EXPECT_FALSE(RunPerplexity(model, ids, Spec(c.spec), Streaming()).ok());
+      continue;
+    }
     if (!c.streaming_ok) {
       // h2o's ratios resolve against the first forward (1 token when streaming): int(1 * 1)
       // heavy + 1 recent, so it keeps 2 slots and attends to 3 — ratios are for prefill.
@@ -456,6 +464,36 @@ TEST(PrefillProtocol, CompressingPolicyScoresOnlyTheContinuation) {
   EXPECT_GE(Metric(full, "kv_bytes_peak"), (C + K - 1) * BytesPerSlot(model));
   const int64_t per_layer_slot = BytesPerSlot(model) / model.config().num_layers;
   EXPECT_GE(Metric(snap, "kv_bytes_peak"), C * per_layer_slot);
+}
+
+// adakv: with alpha = 1 every head keeps its own best `budget` entries, which is the inner
+// scorer's per-head top-k (same NLL, same cache); with a small alpha heads keep uneven counts
+// (the same number in all), so the NLL differs and the padded storage is never smaller.
+TEST(PrefillProtocol, AdaKvIsItsInnerScorerAtAlphaOneAndUnevenBelow) {
+  GptNeoxModel& model = Model(kPythiaLike);
+  const int64_t C = 120, K = 16;
+  const auto ids = TextIds(2 * (C + K) + 4);
+  for (const std::string inner : {"keydiff", "observed_attention"}) {
+    SCOPED_TRACE(inner);
+    RunResult plain = Ppl(model, ids, inner + ":budget=24", Prefill(C, K));
+    RunResult same = Ppl(model, ids, "adakv:budget=24,alpha=1,inner=" + inner, Prefill(C, K));
+    // (Equal up to float summation order: the plain cache reuses slots, adakv's keeps them in
+    // position order.)
+    const auto a = Samples(same, "nll"), b = Samples(plain, "nll");
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5) << "token " << i;
+    EXPECT_EQ(Metric(same, "kv_bytes_end"), Metric(plain, "kv_bytes_end"));
+    RunResult uneven = Ppl(model, ids, "adakv:budget=24,alpha=0.2,inner=" + inner, Prefill(C, K));
+    EXPECT_GT(std::abs(Metric(uneven, "nll_mean") - Metric(plain, "nll_mean")), 1e-4);
+    EXPECT_GT(Metric(uneven, "kv_tokens_max"), 24 + K - 1);  // the widest head keeps more
+    EXPECT_GE(Metric(uneven, "kv_bytes_end"), Metric(plain, "kv_bytes_end"));
+    // The entries held are as many (24 per head on average + the continuation); the storage
+    // padded to the widest head holds more.
+    EXPECT_EQ(Metric(uneven, "kv_bytes_live_end"), Metric(plain, "kv_bytes_live_end"));
+    EXPECT_EQ(Metric(plain, "kv_bytes_live_end"), (24 + K - 1) * BytesPerSlot(model));
+    EXPECT_LT(Metric(uneven, "kv_bytes_live_end"), Metric(uneven, "kv_bytes_end"));
+    EXPECT_TRUE(std::isfinite(Metric(uneven, "nll_mean")));
+  }
 }
 
 TEST(PrefillProtocol, FullCacheEqualsOneForwardOverEachSegment) {

@@ -29,7 +29,7 @@ struct OneRun {
   double cpu_wait_ms = 0;  // run-queue delay of the process's threads during the generation
   std::vector<double> step_ms;
   MemoryPeak prefill_peak, decode_peak;
-  int64_t kv_peak = 0, kv_end = 0, kv_tokens_max = 0;
+  int64_t kv_peak = 0, kv_end = 0, kv_live_end = 0, kv_tokens_max = 0;
 };
 
 // The share of a generation's wall time its threads spent waiting for a CPU.
@@ -112,6 +112,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
     run.decode_scoring_ms = out.stats.policy_ms - out.prefill_policy_ms;
     run.kv_peak = out.kv_bytes_peak;
     run.kv_end = out.kv_bytes_end;
+    run.kv_live_end = out.kv_bytes_live_end;
     run.kv_tokens_max = out.stats.kv_tokens_max;
     return run;
   };
@@ -224,6 +225,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   if (cuda) r.Add(metric::kPeakReservedBytes, Median(reserved));
   r.Add(metric::kKvBytesPeak, static_cast<double>(runs.back().kv_peak));
   r.Add(metric::kKvBytesEnd, static_cast<double>(runs.back().kv_end));
+  r.Add(metric::kKvBytesLiveEnd, static_cast<double>(runs.back().kv_live_end));
   r.Add(metric::kKvTokensMax, static_cast<double>(runs.back().kv_tokens_max));
   r.Add(metric::kScoringMs, Median(scoring));
   r.Add(metric::kDecodeScoringMs, Median(decode_scoring));

@@ -64,7 +64,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
   Accumulator acc;
   acc.keep = o.keep_nll_samples;
   ForwardStats stats;
-  int64_t kv_peak = 0, kv_end = 0;
+  int64_t kv_peak = 0, kv_end = 0, kv_live_end = 0;
   const double t0 = NowMs();
   std::vector<int64_t> ids = all_ids;
 
@@ -122,6 +122,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
     }
     acc.Add(torch::cat(nll_steps));
     kv_end = cache.AllocatedBytes();
+    kv_live_end = cache.LiveBytes();
   } else if (o.protocol == "prefill") {
     const int64_t C = o.context_tokens, K = o.continuation_tokens;
     if (C < 1 || K < 1) return absl::InvalidArgumentError("prefill: context_tokens and continuation_tokens must be >= 1");
@@ -161,6 +162,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
         acc.Add(Nll(out.logits[0], Slice(ids, base + C + 1, base + C + K).view({-1}).to(dev)));
       }
       kv_end = cache.AllocatedBytes();
+      kv_live_end = cache.LiveBytes();
     }
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown perplexity protocol '", o.protocol,
@@ -176,7 +178,10 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
   r.Add(metric::kScoredTokens, static_cast<double>(acc.count));
   r.Add(metric::kKvTokensMax, static_cast<double>(stats.kv_tokens_max));
   r.Add(metric::kKvBytesPeak, static_cast<double>(kv_peak));
-  if (o.protocol != "sliding") r.Add(metric::kKvBytesEnd, static_cast<double>(kv_end));
+  if (o.protocol != "sliding") {
+    r.Add(metric::kKvBytesEnd, static_cast<double>(kv_end));
+    r.Add(metric::kKvBytesLiveEnd, static_cast<double>(kv_live_end));
+  }
   r.Add(metric::kScoringMs, stats.policy_ms);
   r.Add(metric::kWallMs, NowMs() - t0);
   if (!acc.nll.empty()) r.AddSamples(metric::kNll, std::move(acc.nll));
