@@ -333,22 +333,19 @@ void KvCache::RestoreLogicalOrder(LayerCache& lc) {
   lc.rank.clear();
 }
 
-void KvCache::KeepWithHoles(int64_t layer, const torch::Tensor& keep) {
-  LayerCache& lc = layers_[layer];
-  RestoreLogicalOrder(lc);
-  const int64_t k = keep.size(2);
-  auto pad = keep.lt(0);
-  auto idx = keep.clamp_min(0);
+void KvCache::StoreGathered(LayerCache& lc, const torch::Tensor& idx) {
+  const int64_t k = idx.size(2);
   auto idx_kv = idx.unsqueeze(-1).expand({batch_, heads_, k, head_dim_});
   auto new_k = lc.K().gather(2, idx_kv);
   auto new_v = lc.V().gather(2, idx_kv);
   auto new_pos = lc.Positions().gather(2, idx);
+  // Padding validity is per batch row; every head of a row keeps valid slots only when the row
+  // has no padding, which is the only case policies support (batch 1).
   auto new_valid = lc.Valid().gather(1, idx.select(1, 0));
-  auto new_holes = lc.holes.defined() ? pad.logical_or(lc.Holes().gather(2, idx)) : pad;
-  const bool any_hole = new_holes.any().item<bool>();
+  // Release storage when the kept entries (plus growth room) need under 3/4 of it: eviction
+  // must free memory for real, not only shorten the live length.
   const int64_t wanted = k + std::max<int64_t>(64, k / 4);
-  lc.holes = torch::Tensor();
-  if (wanted * 4 < lc.capacity() * 3) {  // free memory for real, as Keep() does
+  if (wanted * 4 < lc.capacity() * 3) {
     lc.keys = lc.values = lc.positions = lc.valid = torch::Tensor();
     lc.length = 0;
     Reallocate(lc, wanted);
@@ -358,7 +355,17 @@ void KvCache::KeepWithHoles(int64_t layer, const torch::Tensor& keep) {
   lc.values.narrow(2, 0, k).copy_(new_v);
   lc.positions.narrow(2, 0, k).copy_(new_pos);
   lc.valid.narrow(1, 0, k).copy_(new_valid);
-  if (any_hole) {
+}
+
+void KvCache::KeepWithHoles(int64_t layer, const torch::Tensor& keep) {
+  LayerCache& lc = layers_[layer];
+  RestoreLogicalOrder(lc);
+  const int64_t k = keep.size(2);
+  auto idx = keep.clamp_min(0);  // a -1 pad gathers slot 0 into what becomes a hole
+  auto new_holes = lc.holes.defined() ? keep.lt(0).logical_or(lc.Holes().gather(2, idx)) : keep.lt(0);
+  lc.holes = torch::Tensor();
+  StoreGathered(lc, idx);
+  if (new_holes.any().item<bool>()) {
     lc.holes = torch::zeros({batch_, heads_, lc.capacity()},
                             torch::TensorOptions().dtype(torch::kBool).device(device_));
     lc.holes.narrow(2, 0, k).copy_(new_holes);
@@ -378,38 +385,14 @@ void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {
     KeepAllHeadsReusingSlots(lc, idx.data_ptr<int64_t>(), k, k);
     return;
   }
-  // Release storage when the kept entries (plus growth room) need under 3/4 of it: eviction
-  // must free memory for real, not only shorten the live length.
   const int64_t wanted = k + std::max<int64_t>(64, k / 4);
-  const bool shrink = wanted * 4 < lc.capacity() * 3;
+  const bool shrink = wanted * 4 < lc.capacity() * 3;  // (StoreGathered's rule)
   if (!shrink && batch_ == 1 && device_.is_cpu() && keep.device().is_cpu() &&
       keep.scalar_type() == torch::kInt64) {
     KeepInPlaceCpu(lc, keep);
     return;
   }
-  auto idx_kv = keep.unsqueeze(-1).expand({batch_, heads_, k, head_dim_});
-  auto new_k = lc.K().gather(2, idx_kv);
-  auto new_v = lc.V().gather(2, idx_kv);
-  auto new_pos = lc.Positions().gather(2, keep);
-  // Padding validity is per batch row; every head of a row keeps valid slots only when the row
-  // has no padding, which is the only case policies support (batch 1).
-  auto new_valid = lc.Valid().gather(1, keep.select(1, 0));
-  lc.length = k;
-  if (shrink) {
-    // Free memory for real: drop the storage and allocate what the kept entries need plus room.
-    lc.keys = torch::Tensor();
-    lc.values = torch::Tensor();
-    lc.positions = torch::Tensor();
-    lc.valid = torch::Tensor();
-    int64_t saved_length = lc.length;
-    lc.length = 0;
-    Reallocate(lc, wanted);
-    lc.length = saved_length;
-  }
-  lc.keys.narrow(2, 0, k).copy_(new_k);
-  lc.values.narrow(2, 0, k).copy_(new_v);
-  lc.positions.narrow(2, 0, k).copy_(new_pos);
-  lc.valid.narrow(1, 0, k).copy_(new_valid);
+  StoreGathered(lc, keep);
 }
 
 void KvCache::Clear() {

@@ -126,6 +126,9 @@ class KvCache {
  private:
   void Grow(LayerCache& lc, int64_t needed);
   void KeepInPlaceCpu(LayerCache& lc, const torch::Tensor& keep);
+  // Gathers the entries idx ([B,H,k] logical indices) of every head into slots [0, k), the
+  // storage shrunk when they need under 3/4 of it (eviction frees memory for real).
+  void StoreGathered(LayerCache& lc, const torch::Tensor& idx);
   // Moves a slot-reusing layer's entries back into logical order (slot == logical index).
   void RestoreLogicalOrder(LayerCache& lc);
   // Slot reuse: head h keeps the logical indices kept[0..k) (ascending).

@@ -18,26 +18,14 @@ namespace kvgrid {
 namespace policies {
 namespace {
 
-class AdaKvPolicy : public ScorerPolicy {
+class AdaKvPolicy : public WrapperScorerPolicy {
  public:
   AdaKvPolicy(const PolicySpec& spec, std::unique_ptr<ScorerPolicy> inner)
-      : ScorerPolicy(spec, 0), inner_(std::move(inner)), alpha_(spec.Real("alpha", 0.2)) {}
+      : WrapperScorerPolicy(spec, std::move(inner)), alpha_(spec.Real("alpha", 0.2)) {}
 
-  void Reset(int64_t num_layers) override {
-    ScorerPolicy::Reset(num_layers);
-    inner_->Reset(num_layers);
-  }
   bool KeepsUnevenHeads() const override { return true; }
-  AttentionNeeds attention_needs() const override { return inner_->attention_needs(); }
-  bool NeedsKeyValues() const override { return inner_->NeedsKeyValues(); }
-  bool NeedsValues() const override { return inner_->NeedsValues(); }
-  torch::Tensor Scores(const LayerView& view, bool decoding) override {
-    return inner_->Scores(view, decoding);
-  }
 
  protected:
-  void Observed(const LayerView& view) override { inner_->Observe(view); }
-
   torch::Tensor Select(const LayerView& view, bool decoding, int64_t k) override {
     const torch::Tensor scores = Scores(view, decoding).to(torch::kCPU, torch::kDouble).contiguous();
     const int64_t H = scores.size(1), n = view.n;
@@ -56,7 +44,6 @@ class AdaKvPolicy : public ScorerPolicy {
   }
 
  private:
-  std::unique_ptr<ScorerPolicy> inner_;
   double alpha_;
 };
 

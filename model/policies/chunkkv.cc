@@ -17,25 +17,12 @@ namespace kvgrid {
 namespace policies {
 namespace {
 
-class ChunkKvPolicy : public ScorerPolicy {
+class ChunkKvPolicy : public WrapperScorerPolicy {
  public:
-  explicit ChunkKvPolicy(const PolicySpec& spec, std::unique_ptr<ScorerPolicy> inner)
-      : ScorerPolicy(spec, 0), inner_(std::move(inner)), chunk_(spec.Int("chunk_length", 20)) {}
-
-  void Reset(int64_t num_layers) override {
-    ScorerPolicy::Reset(num_layers);
-    inner_->Reset(num_layers);
-  }
-  AttentionNeeds attention_needs() const override { return inner_->attention_needs(); }
-  bool NeedsKeyValues() const override { return inner_->NeedsKeyValues(); }
-  bool NeedsValues() const override { return inner_->NeedsValues(); }
-  torch::Tensor Scores(const LayerView& view, bool decoding) override {
-    return inner_->Scores(view, decoding);
-  }
+  ChunkKvPolicy(const PolicySpec& spec, std::unique_ptr<ScorerPolicy> inner)
+      : WrapperScorerPolicy(spec, std::move(inner)), chunk_(spec.Int("chunk_length", 20)) {}
 
  protected:
-  void Observed(const LayerView& view) override { inner_->Observe(view); }
-
   torch::Tensor Select(const LayerView& view, bool decoding, int64_t k) override {
     const int64_t n = view.n;
     const torch::Tensor scores = Scores(view, decoding).to(torch::kCPU, torch::kDouble).contiguous();
@@ -53,7 +40,6 @@ class ChunkKvPolicy : public ScorerPolicy {
   }
 
  private:
-  std::unique_ptr<ScorerPolicy> inner_;
   int64_t chunk_;
 };
 

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -192,6 +193,32 @@ class ScorerPolicy : public KvPolicy {
   int64_t num_layers_ = -1;
   std::vector<int64_t> decode_steps_;  // per layer, since the last decoding compression
   QueryBuffer buffer_;
+};
+
+// Base of the wrappers that rank with an inner scorer's Scores() (chunkkv, adakv; built with
+// NewInnerScorer): the inner scorer observes every forward and is reset with the wrapper, and the
+// wrapper asks the engine for what the inner scorer reads. A wrapper overrides Select().
+class WrapperScorerPolicy : public ScorerPolicy {
+ public:
+  WrapperScorerPolicy(const PolicySpec& spec, std::unique_ptr<ScorerPolicy> inner)
+      : ScorerPolicy(spec, 0), inner_(std::move(inner)) {}
+
+  void Reset(int64_t num_layers) override {
+    ScorerPolicy::Reset(num_layers);
+    inner_->Reset(num_layers);
+  }
+  AttentionNeeds attention_needs() const override { return inner_->attention_needs(); }
+  bool NeedsKeyValues() const override { return inner_->NeedsKeyValues(); }
+  bool NeedsValues() const override { return inner_->NeedsValues(); }
+  torch::Tensor Scores(const LayerView& view, bool decoding) override {
+    return inner_->Scores(view, decoding);
+  }
+
+ protected:
+  void Observed(const LayerView& view) override { inner_->Observe(view); }
+
+ private:
+  std::unique_ptr<ScorerPolicy> inner_;
 };
 
 }  // namespace policies

@@ -16,6 +16,7 @@
 namespace kvgrid {
 namespace {
 
+using testing_util::CausalPrefillView;
 using testing_util::Make;
 using testing_util::Row;
 using testing_util::Slots;
@@ -62,26 +63,8 @@ TEST(HeadAdaptiveSelection, HolesAreNeverKeptAndCapTheTotal) {
   EXPECT_EQ(policies::SelectHeadAdaptive(s.data(), holes, 2, 3, 1, 0.0), (Kept{{2}, {2}}));
 }
 
-// A causal prefill view of n tokens, d = 8.
-LayerView View(int64_t n, int64_t heads, int64_t seed) {
-  torch::manual_seed(seed);
-  LayerView v;
-  v.num_layers = 1;
-  v.n = v.new_tokens = v.tokens_seen = v.prompt_length = n;
-  v.keys = torch::randn({1, heads, n, 8});
-  v.values = torch::randn({1, heads, n, 8});
-  v.queries = torch::randn({1, heads, n, 8});
-  v.positions = torch::arange(n, torch::kInt64).view({1, 1, n}).expand({1, heads, n}).contiguous();
-  v.query_positions = torch::arange(n, torch::kInt64);
-  v.rotary_dims = 8;
-  torch::Tensor logits = torch::matmul(v.queries, v.keys.transpose(-1, -2)) / std::sqrt(8.0);
-  logits.masked_fill_(torch::ones({n, n}, torch::kBool).triu(1), -INFINITY);
-  v.probs = torch::softmax(logits, -1);
-  return v;
-}
-
 TEST(AdaKv, AlphaOneIsTheInnerScorersPerHeadTopK) {
-  const LayerView v = View(100, 4, 3);
+  const LayerView v = CausalPrefillView(100, 4, 3);
   for (const std::string inner : {"snapkv", "observed_attention", "keydiff", "expected_attention"}) {
     SCOPED_TRACE(inner);
     auto plain = Make(inner + ":budget=40");
@@ -97,7 +80,7 @@ TEST(AdaKv, AlphaOneIsTheInnerScorersPerHeadTopK) {
 }
 
 TEST(AdaKv, HeadsKeepUnevenCountsThatAddUpToTheLayerBudget) {
-  const LayerView v = View(60, 4, 5);
+  const LayerView v = CausalPrefillView(60, 4, 5);
   auto ada = Make("adakv:ratio=0.25,alpha=0.2,inner=observed_attention");
   ASSERT_TRUE(ada);
   ada->Reset(1);

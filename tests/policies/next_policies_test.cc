@@ -18,27 +18,10 @@
 namespace kvgrid {
 namespace {
 
+using testing_util::CausalPrefillView;
 using testing_util::Make;
 using testing_util::Row;
 using testing_util::Slots;
-
-// A causal prefill view of n tokens over `heads` heads, d = 8, rotary on all 8 dims.
-LayerView RandomView(int64_t n, int64_t heads, int64_t seed) {
-  torch::manual_seed(seed);
-  LayerView v;
-  v.num_layers = 1;
-  v.n = v.new_tokens = v.tokens_seen = v.prompt_length = n;
-  v.keys = torch::randn({1, heads, n, 8});
-  v.values = torch::randn({1, heads, n, 8});
-  v.queries = torch::randn({1, heads, n, 8});
-  v.positions = torch::arange(n, torch::kInt64).view({1, 1, n}).expand({1, heads, n}).contiguous();
-  v.query_positions = torch::arange(n, torch::kInt64);
-  v.rotary_dims = 8;
-  torch::Tensor logits = torch::matmul(v.queries, v.keys.transpose(-1, -2)) / std::sqrt(8.0);
-  logits.masked_fill_(torch::ones({n, n}, torch::kBool).triu(1), -INFINITY);
-  v.probs = torch::softmax(logits, -1);
-  return v;
-}
 
 // ---------------------------------------------------------------- chunk selection
 
@@ -80,7 +63,7 @@ TEST(ChunkSelection, KeepFractionForTargetGivesTheTargetCount) {
 policies::ScorerPolicy* AsScorer(KvPolicy* p) { return dynamic_cast<policies::ScorerPolicy*>(p); }
 
 TEST(ChunkKv, KeepsTheSameWholeChunksInEveryHeadRankedByTheInnerScores) {
-  LayerView v = RandomView(20, 3, 7);
+  LayerView v = CausalPrefillView(20, 3, 7);
   auto inner = Make("observed_attention:ratio=0.5");
   inner->Reset(1);
   const torch::Tensor scores = AsScorer(inner.get())->Scores(v, false).to(torch::kDouble).contiguous();
@@ -95,7 +78,7 @@ TEST(ChunkKv, KeepsTheSameWholeChunksInEveryHeadRankedByTheInnerScores) {
 }
 
 TEST(ChunkKv, AnAbsoluteBudgetKeepsTheChunksItsKeepFractionAllows) {
-  LayerView v = RandomView(20, 2, 8);
+  LayerView v = CausalPrefillView(20, 2, 8);
   // budget 9 of 20: keep fraction f with int(20 f) = 9, then int(5 chunks * f) = 2 chunks.
   torch::Tensor keep = Make("chunkkv:budget=9,chunk_length=4,inner=keydiff")->SelectKeep(v);
   ASSERT_TRUE(keep.defined());
@@ -105,7 +88,7 @@ TEST(ChunkKv, AnAbsoluteBudgetKeepsTheChunksItsKeepFractionAllows) {
 }
 
 TEST(ChunkKv, ShorterThanAChunkFallsBackToTheInnerPerHeadTopK) {
-  LayerView v = RandomView(6, 2, 9);
+  LayerView v = CausalPrefillView(6, 2, 9);
   torch::Tensor inner = Make("keydiff:budget=3")->SelectKeep(v);
   torch::Tensor keep = Make("chunkkv:budget=3,chunk_length=20,inner=keydiff")->SelectKeep(v);
   ASSERT_TRUE(keep.defined() && inner.defined());
@@ -198,7 +181,7 @@ TEST(ExpectedAttention, UnrotateUndoesTheRotationAtEachPosition) {
 }
 
 TEST(ExpectedAttention, PolicyKeepsItsSinksAndTheTopScoredEntries) {
-  LayerView v = RandomView(24, 2, 11);
+  LayerView v = CausalPrefillView(24, 2, 11);
   torch::Tensor keep = Make("expected_attention:budget=10,n_sink=3")->SelectKeep(v);
   ASSERT_TRUE(keep.defined());
   ASSERT_EQ(keep.size(2), 10);
