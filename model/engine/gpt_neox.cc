@@ -370,8 +370,22 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
   }
   const int64_t n = lc.length;
   if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, n);
-  auto values = lc.V();
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  torch::Tensor key_allowed;  // [B,1|H,n]: left padding and adakv's holes get no weight
+  if (lc.has_padding || lc.holes.defined()) {
+    key_allowed = lc.Valid().view({B, 1, n});
+    if (lc.holes.defined()) key_allowed = key_allowed & lc.Holes().logical_not();
+  }
+  BlockedAttentionOutput attn = BlockedAttention(q, keys, lc.V(), before, key_allowed, needs);
+  auto out = attn.out.permute({0, 2, 1, 3}).reshape({B, m, H * d});
+  if (evict) ApplyPolicy(layer, req, cache, policy, stats, {keys, q, attn.probs, attn.received});
+  return Linear(out, w.dense_w, w.dense_b);
+}
+
+GptNeoxModel::BlockedAttentionOutput GptNeoxModel::BlockedAttention(
+    const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values, int64_t before,
+    const torch::Tensor& key_allowed, const AttentionNeeds& needs) const {
+  const int64_t B = q.size(0), H = q.size(1), m = q.size(2), n = keys.size(2);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
   // [B,H,m,n] float32 on this generic path, materialised only for policies that read statistics.
   const bool keep_probs = needs.any();
   torch::Tensor probs;
@@ -388,13 +402,12 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
     const int64_t rows = std::min(block, m - q0);
     const int64_t visible = before + q0 + rows;  // keys the block's last query may see
     auto scores = torch::matmul(q.narrow(2, q0, rows), keys.narrow(2, 0, visible).transpose(-1, -2)) * scale;
-    if (rows > 1 || lc.has_padding || lc.holes.defined()) {
+    if (rows > 1 || key_allowed.defined()) {
       auto key_slot = torch::arange(visible, slot_opts).view({1, visible});
       auto query_slot = torch::arange(before + q0, before + q0 + rows, slot_opts).view({rows, 1});
-      auto allowed = (key_slot <= query_slot).view({1, 1, rows, visible}) &
-                     lc.Valid().narrow(1, 0, visible).view({B, 1, 1, visible});
-      if (lc.holes.defined()) {
-        allowed = allowed & lc.Holes().narrow(2, 0, visible).logical_not().view({B, H, 1, visible});
+      auto allowed = (key_slot <= query_slot).view({1, 1, rows, visible});
+      if (key_allowed.defined()) {
+        allowed = allowed & key_allowed.narrow(2, 0, visible).unsqueeze(2);
       }
       scores = scores.masked_fill(allowed.logical_not(), min_value);
     }
@@ -402,19 +415,14 @@ torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, con
     outs.push_back(torch::matmul(p.to(values.scalar_type()), values.narrow(2, 0, visible)));
     if (keep_probs) probs.narrow(2, q0, rows).narrow(3, 0, visible).copy_(p);
   }
-  auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 2);  // [B,H,m,d]
-  out = out.permute({0, 2, 1, 3}).reshape({B, m, H * d});
-
-  if (evict) {
-    AttendedLayer attended{keys, q, probs, torch::Tensor()};
-    if (keep_probs) {
-      if (needs.received) attended.received = probs.to(torch::kDouble).sum(2);
-      const int64_t r = std::min(needs.last_rows, m);
-      attended.probs = r > 0 ? probs.narrow(2, m - r, r) : torch::Tensor();
-    }
-    ApplyPolicy(layer, req, cache, policy, stats, attended);
+  BlockedAttentionOutput result;
+  result.out = outs.size() == 1 ? outs[0] : torch::cat(outs, 2);  // [B,H,m,d]
+  if (keep_probs) {
+    if (needs.received) result.received = probs.to(torch::kDouble).sum(2);
+    const int64_t r = std::min(needs.last_rows, m);
+    if (r > 0) result.probs = probs.narrow(2, m - r, r);
   }
-  return Linear(out, w.dense_w, w.dense_b);
+  return result;
 }
 
 torch::Tensor GptNeoxModel::Mlp(const LayerWeights& w, const torch::Tensor& x) const {

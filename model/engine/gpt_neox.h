@@ -104,6 +104,16 @@ class GptNeoxModel {
   // mode's re-rotation of the kept keys.
   void KeepEntries(int64_t layer, KvCache& cache, const torch::Tensor& keep,
                    bool uneven_heads = false);
+  // Causal attention of q [B,H,m,d], the entries [before, before + m) of keys/values [B,H,n,d],
+  // in blocks of 128 query rows (the generic tensor path); key_allowed [B,1|H,n] bool, when
+  // defined, masks slots. Returns out [B,H,m,d] and the statistics `needs` asks for.
+  struct BlockedAttentionOutput {
+    torch::Tensor out, probs, received;
+  };
+  BlockedAttentionOutput BlockedAttention(const torch::Tensor& q, const torch::Tensor& keys,
+                                          const torch::Tensor& values, int64_t before,
+                                          const torch::Tensor& key_allowed,
+                                          const AttentionNeeds& needs) const;
   bool UsesFusedCpuAttention(int64_t batch) const;
   torch::Tensor Mlp(const LayerWeights& w, const torch::Tensor& x) const;
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
