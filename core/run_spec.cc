@@ -54,6 +54,7 @@ json RunSpec::ToJson() const {
                   {"path", dataset.path}};
   j["policy"] = policy.ToString();
   j["position_mode"] = position_mode;
+  if (kv_dtype.quantized()) j["kv_dtype"] = kv_dtype.ToString();  // old run keys unchanged
   // Only when set, so that the keys of runs stored before the field existed do not change.
   if (prefill_chunk > 0) j["prefill_chunk"] = prefill_chunk;
   if (workload == "perplexity") {
@@ -84,7 +85,7 @@ absl::StatusOr<RunSpec> RunSpec::FromJson(const json& j) {
   RETURN_IF_ERROR(CheckKeys(j, "run spec",
                             {"model", "device", "workload", "dataset", "policy", "position_mode",
                              "perplexity", "generation", "repeats", "warmup", "threads", "seed",
-                             "noop_ms", "prefill_chunk"}));
+                             "noop_ms", "prefill_chunk", "kv_dtype"}));
   if (j.contains("model")) {
     const json& m = j["model"];
     RETURN_IF_ERROR(CheckKeys(m, "model", {"id", "revision", "dtype"}));
@@ -113,6 +114,13 @@ absl::StatusOr<RunSpec> RunSpec::FromJson(const json& j) {
     s.policy = *std::move(policy);
   }
   RETURN_IF_ERROR(Get(j, "run spec", "position_mode", &s.position_mode));
+  if (j.contains("kv_dtype")) {
+    std::string text;
+    RETURN_IF_ERROR(Get(j, "run spec", "kv_dtype", &text));
+    absl::StatusOr<KvDtype> kv = ParseKvDtype(text);
+    if (!kv.ok()) return absl::InvalidArgumentError(absl::StrCat("run spec.", kv.status().message()));
+    s.kv_dtype = *kv;
+  }
   RETURN_IF_ERROR(Get(j, "run spec", "prefill_chunk", &s.prefill_chunk));
   if (s.prefill_chunk < 0) {
     return absl::InvalidArgumentError("run spec.prefill_chunk: must be >= 0 (0 = whole prompt)");

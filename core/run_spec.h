@@ -13,6 +13,7 @@
 //               "sample": 0, "path": ""},              // path: a local file instead of a download
 //   "policy":  "streaming_llm:sink_tokens=4,window=508", // canonical PolicySpec::ToString()
 //   "position_mode": "original" | "shifted" | "rerotate",
+//   "kv_dtype": "int4",     // only when quantised: KvDtype::ToString() (core/kv_dtype.h)
 //   "prefill_chunk": 512,   // only when > 0: prompt / prefill context in chunks, evicting after each
 //   "perplexity": {"protocol": "sliding" | "streaming" | "prefill", "max_tokens": 0,
 //                  "max_length": 2048, "stride": 512, "context_tokens": 1024,
@@ -29,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "core/kv_dtype.h"
 #include "core/policy_spec.h"
 
 namespace kvgrid {
@@ -71,6 +73,7 @@ struct RunSpec {
   DatasetRef dataset;
   PolicySpec policy{"full", {}};  // validated against its schema; JSON: its canonical text
   std::string position_mode = "original";
+  KvDtype kv_dtype;  // the cache's storage type (default: the model's dtype); JSON: its text
   int64_t prefill_chunk = 0;  // 0 = the whole prompt in one forward
   PerplexityParams perplexity;
   GenerationParams generation;

@@ -160,9 +160,29 @@ int64_t GptNeoxModel::ParameterBytes() const {
   return bytes;
 }
 
-KvCache GptNeoxModel::NewCache(int64_t batch, PositionMode mode) const {
+absl::Status GptNeoxModel::CheckQuantizedCache(const KvCache& cache, const KvPolicy* policy) const {
+  const std::string what = absl::StrCat("kv_dtype ", cache.kv_dtype().ToString());
+  RETURN_IF_ERROR(CheckKvDtypeFitsHead(cache.kv_dtype(), config_.head_dim()));
+  if (!device_.is_cpu() || compute_dtype_ != torch::kFloat32 || cache.batch() != 1) {
+    return absl::UnimplementedError(absl::StrCat(
+        what, ": the quantised cache runs on the batch-1 float32 CPU engine only (this run: ",
+        device_.str(), ", ", c10::toString(compute_dtype_), ", batch ", cache.batch(), ")"));
+  }
+  if (cache.mode() != PositionMode::kOriginal) {
+    return absl::UnimplementedError(absl::StrCat(
+        what, ": needs position_mode original (KIVI quantises keys after rotary at their text "
+              "positions; shifted and rerotate change cached keys)"));
+  }
+  if (policy != nullptr && policy->KeepsUnevenHeads()) {
+    return absl::UnimplementedError(absl::StrCat(
+        what, ": policy ", policy->name(), " keeps uneven heads; the quantised cache holds no holes"));
+  }
+  return absl::OkStatus();
+}
+
+KvCache GptNeoxModel::NewCache(int64_t batch, PositionMode mode, const KvDtype& kv) const {
   KvCache cache(config_.num_layers, batch, config_.num_heads, config_.head_dim(), compute_dtype_,
-                device_, mode);
+                device_, mode, kv);
   // Evicted slots are reused wherever the fused CPU kernels attend (they read each slot's
   // rotation from the cache's bookkeeping). Rerotate mode re-rotates every kept key by its new
   // logical index at each eviction, a pass over the cache that also compacts it.
@@ -269,14 +289,7 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
     return t.gather(dim, index.expand(shape));
   };
   const bool key_values = policy->NeedsKeyValues();
-  LayerView view;
-  view.layer = layer;
-  view.num_layers = config_.num_layers;
-  view.n = n;
-  view.new_tokens = req.ids.size(1);
-  view.tokens_seen = req.tokens_seen + req.ids.size(1);
-  view.prompt_length = req.prompt_length;
-  view.phase = req.phase;
+  LayerView view = BaseView(layer, req, n);
   view.keys = key_values ? logical(attended.keys, 2) : attended.keys;
   view.values = lc.in_order() ? lc.V()
                 : policy->NeedsValues() && !slot_order ? logical(lc.V(), 2) : torch::Tensor();
@@ -288,8 +301,6 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
             ? req.positions.select(0, 0).to(torch::kCPU)
             : torch::arange(n - view.new_tokens, n, torch::kInt64);  // logical indices
   }
-  view.rotary_dims = config_.rotary_dims();
-  view.rotary_base = config_.rotary_base;
   view.probs = logical(attended.probs, 3);
   view.received = logical(attended.received, 2);
   view.positions = logical(lc.Positions(), 2);
@@ -301,11 +312,116 @@ void GptNeoxModel::ApplyPolicy(int64_t layer, const ForwardRequest& req, KvCache
   if (stats) stats->policy_ms += NowMs() - t0;
 }
 
+LayerView GptNeoxModel::BaseView(int64_t layer, const ForwardRequest& req, int64_t n) const {
+  LayerView view;
+  view.layer = layer;
+  view.num_layers = config_.num_layers;
+  view.n = n;
+  view.new_tokens = req.ids.size(1);
+  view.tokens_seen = req.tokens_seen + req.ids.size(1);
+  view.prompt_length = req.prompt_length;
+  view.phase = req.phase;
+  view.rotary_dims = config_.rotary_dims();
+  view.rotary_base = config_.rotary_base;
+  return view;
+}
+
+void GptNeoxModel::ApplyPolicyQuantized(int64_t layer, const ForwardRequest& req, KvCache& cache,
+                                        KvPolicy* policy, ForwardStats* stats,
+                                        const AttendedLayer& attended, const torch::Tensor& new_keys) {
+  if (!policy->ActsAfter(req.phase)) return;
+  QuantizedLayer& ql = cache.quantized_layer(layer);
+  const int64_t n = ql.length();
+  const double t0 = NowMs();
+  std::vector<int64_t> keep;
+  if (const std::optional<SinkWindowRule> rule = policy->sink_window_rule()) {
+    if (n > rule->sinks + rule->window) {
+      for (int64_t i = 0; i < rule->sinks; ++i) keep.push_back(i);
+      for (int64_t i = n - rule->window; i < n; ++i) keep.push_back(i);
+      ql.Keep(keep.data(), 0, static_cast<int64_t>(keep.size()));  // the same row for every head
+    }
+  } else {
+    LayerView view = BaseView(layer, req, n);
+    view.keys = attended.keys;
+    if (policy->NeedsValues()) view.values = ql.Values();
+    view.new_keys = new_keys;
+    view.queries = attended.queries;
+    view.query_positions = req.positions.select(0, 0).to(torch::kCPU);
+    view.probs = attended.probs;
+    view.received = attended.received;
+    view.positions = ql.Positions();
+    torch::Tensor kept = policy->SelectKeep(view);
+    if (kept.defined() && kept.size(2) < n) {
+      kept = kept.to(torch::kCPU).to(torch::kInt64).contiguous();
+      ql.Keep(kept.data_ptr<int64_t>(), kept.size(2), kept.size(2));
+    }
+  }
+  if (stats) stats->policy_ms += NowMs() - t0;
+}
+
+torch::Tensor GptNeoxModel::QuantizedAttention(int64_t layer, const torch::Tensor& x,
+                                               const ForwardRequest& req, KvCache& cache,
+                                               KvPolicy* policy, ForwardStats* stats) {
+  const LayerWeights& w = w_.layers[layer];
+  const int64_t m = x.size(1), H = config_.num_heads, d = config_.head_dim();
+  QuantizedLayer& ql = cache.quantized_layer(layer);
+  const bool evict = policy != nullptr && req.evict;
+  const AttentionNeeds needs = evict ? policy->attention_needs() : AttentionNeeds{};
+  // Fused QKV rows [m][H][q k v][d]: q and k rotated in place at their text positions (keys are
+  // cached after rotary, as KIVI quantises them), then the new entries join the residuals.
+  auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
+  auto positions = req.positions.to(torch::kCPU).contiguous().view({m});
+  const int64_t* pos = positions.data_ptr<int64_t>();
+  float* rows = qkv.data_ptr<float>();
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      cpu_attention_->RotateHead(rows + (t * H + h) * 3 * d, pos[t]);
+      cpu_attention_->RotateHead(rows + (t * H + h) * 3 * d + d, pos[t]);
+    }
+  }
+  const int64_t before = ql.length();
+  ql.Append(rows + d, rows + 2 * d, m, 3 * H * d, 3 * d, pos);
+  cache.UpdatePeak();
+  const int64_t n = ql.length();
+  auto heads = qkv.view({1, m, H, 3 * d}).permute({0, 2, 1, 3});  // [1,H,m,3d]
+  AttendedLayer attended;
+  attended.queries = heads.narrow(-1, 0, d);
+  torch::Tensor out;  // [1,m,H*d]
+  if (m == 1) {
+    // One decode row per head straight from the packed codes (no dequantised copy).
+    auto q = attended.queries.contiguous();
+    out = torch::empty({1, 1, H * d}, torch::kFloat32);
+    if (needs.any()) attended.probs = torch::empty({1, H, 1, n}, torch::kFloat32);
+    ql.AttendOne(q.data_ptr<float>(), static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))),
+                 out.data_ptr<float>(), needs.any() ? attended.probs.data_ptr<float>() : nullptr);
+    if (evict && policy->NeedsKeyValues()) attended.keys = ql.Keys();
+  } else {
+    // Several rows (prefill, a chunk, a PPL window): through the dequantised entries.
+    auto keys = ql.Keys();
+    BlockedAttentionOutput a = BlockedAttention(attended.queries.contiguous(), keys, ql.Values(),
+                                                before, torch::Tensor(), needs);
+    out = a.out.permute({0, 2, 1, 3}).reshape({1, m, H * d});
+    attended.keys = keys;
+    attended.probs = a.probs;
+    attended.received = a.received;
+  }
+  // Positional and attention-only policies read only the keys' shape.
+  if (!attended.keys.defined()) attended.keys = torch::zeros({1, 1, 1, 1}).expand({1, H, n, d});
+  if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, n);
+  if (evict) {
+    ApplyPolicyQuantized(layer, req, cache, policy, stats, attended, heads.narrow(-1, d, d));
+  }
+  ql.Flush();  // after the attention and the policy: a press evicts before anything is quantised
+  cache.UpdatePeak();
+  return Linear(out, w.dense_w, w.dense_b);
+}
+
 torch::Tensor GptNeoxModel::Attention(int64_t layer, const torch::Tensor& x, const ForwardRequest& req,
                                       bool padded, KvCache& cache, KvPolicy* policy,
                                       ForwardStats* stats) {
   const LayerWeights& w = w_.layers[layer];
   const int64_t B = x.size(0), m = x.size(1), H = config_.num_heads, d = config_.head_dim();
+  if (cache.quantized()) return QuantizedAttention(layer, x, req, cache, policy, stats);
   LayerCache& lc = cache.layer(layer);
   const int64_t before = lc.length;
   lc.has_padding = lc.has_padding || padded;
@@ -442,6 +558,7 @@ absl::StatusOr<ForwardOutput> GptNeoxModel::Forward(const ForwardRequest& req, K
     return absl::InvalidArgumentError("Forward: batch size differs from the cache's");
   }
   if (req.ids.numel() == 0) return absl::InvalidArgumentError("Forward: no tokens");
+  if (cache.quantized()) RETURN_IF_ERROR(CheckQuantizedCache(cache, policy));
   auto ids_cpu = req.ids.to(torch::kCPU);
   int64_t lo = ids_cpu.min().item<int64_t>(), hi = ids_cpu.max().item<int64_t>();
   if (lo < 0 || hi >= config_.vocab_size) {

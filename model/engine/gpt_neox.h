@@ -73,7 +73,9 @@ class GptNeoxModel {
   torch::Device device() const { return device_; }
   int64_t ParameterBytes() const;
 
-  KvCache NewCache(int64_t batch, PositionMode mode) const;
+  // kv: the cache's storage type (core/kv_dtype.h); quantised caches need batch 1, float32 on
+  // CPU and position mode original (Forward refuses the rest, naming kv_dtype).
+  KvCache NewCache(int64_t batch, PositionMode mode, const KvDtype& kv = {}) const;
 
   // Batch-1 float32 CPU attention runs in fused kernels (model/engine/cpu_attention.h)
   // unless this is turned off; off, every forward takes the generic tensor-op path. Both compute
@@ -115,6 +117,17 @@ class GptNeoxModel {
                                           const torch::Tensor& key_allowed,
                                           const AttentionNeeds& needs) const;
   bool UsesFusedCpuAttention(int64_t batch) const;
+  // The LayerView fields every policy gets (layer, counts, phase, rotary).
+  LayerView BaseView(int64_t layer, const ForwardRequest& req, int64_t n) const;
+  // A KIVI-quantised cache's attention (quantized_kv.h): decode rows read the packed codes,
+  // several rows attend through BlockedAttention on the dequantised entries; then the policy,
+  // then KIVI's flush.
+  torch::Tensor QuantizedAttention(int64_t layer, const torch::Tensor& x, const ForwardRequest& req,
+                                   KvCache& cache, KvPolicy* policy, ForwardStats* stats);
+  void ApplyPolicyQuantized(int64_t layer, const ForwardRequest& req, KvCache& cache,
+                            KvPolicy* policy, ForwardStats* stats, const AttendedLayer& attended,
+                            const torch::Tensor& new_keys);
+  absl::Status CheckQuantizedCache(const KvCache& cache, const KvPolicy* policy) const;
   torch::Tensor Mlp(const LayerWeights& w, const torch::Tensor& x) const;
   torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
   torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& positions) const;

@@ -23,9 +23,12 @@ bool ParsePositionMode(const std::string& text, PositionMode* mode) {
 }
 
 KvCache::KvCache(int64_t num_layers, int64_t batch, int64_t num_heads, int64_t head_dim,
-                 torch::ScalarType dtype, torch::Device device, PositionMode mode)
+                 torch::ScalarType dtype, torch::Device device, PositionMode mode, KvDtype kv)
     : layers_(num_layers), batch_(batch), heads_(num_heads), head_dim_(head_dim),
-      options_(torch::TensorOptions().dtype(dtype).device(device)), device_(device), mode_(mode) {}
+      options_(torch::TensorOptions().dtype(dtype).device(device)), device_(device), mode_(mode),
+      kv_dtype_(kv) {
+  if (kv.quantized()) quantized_.assign(num_layers, QuantizedLayer(num_heads, head_dim, kv));
+}
 
 void KvCache::Reallocate(LayerCache& lc, int64_t new_capacity) {
   auto keys = torch::empty({batch_, heads_, new_capacity, head_dim_}, options_);
@@ -397,6 +400,7 @@ void KvCache::Keep(int64_t layer, const torch::Tensor& keep) {
 
 void KvCache::Clear() {
   for (auto& lc : layers_) lc = LayerCache();
+  for (auto& q : quantized_) q = QuantizedLayer(heads_, head_dim_, kv_dtype_);
 }
 
 int64_t KvCache::AllocatedBytes() const {
@@ -404,6 +408,7 @@ int64_t KvCache::AllocatedBytes() const {
   for (const auto& lc : layers_) {
     if (lc.keys.defined()) bytes += 2 * lc.keys.numel() * lc.keys.element_size();
   }
+  for (const auto& q : quantized_) bytes += q.AllocatedBytes();
   return bytes;
 }
 
@@ -415,18 +420,21 @@ int64_t KvCache::LiveBytes() const {
     if (lc.holes.defined()) entries -= lc.Holes().sum().item<int64_t>();
     bytes += 2 * entries * head_dim_ * lc.keys.element_size();
   }
+  for (const auto& q : quantized_) bytes += q.LiveBytes();
   return bytes;
 }
 
 int64_t KvCache::MaxLength() const {
   int64_t m = 0;
   for (const auto& lc : layers_) m = std::max(m, lc.length);
+  for (const auto& q : quantized_) m = std::max(m, q.length());
   return m;
 }
 
 int64_t KvCache::TotalLength() const {
   int64_t t = 0;
   for (const auto& lc : layers_) t += lc.length;
+  for (const auto& q : quantized_) t += q.length();
   return t;
 }
 

@@ -17,17 +17,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/kv_dtype.h"
+#include "model/engine/capacity.h"
+#include "model/engine/quantized_kv.h"
+
 namespace kvgrid {
 
 enum class PositionMode { kOriginal, kShifted, kRerotate };
 
-// The capacity to grow to when `needed` slots do not fit in `capacity`: a quarter more (at least
-// 64 slots), so that repeated appends stay amortised O(1) while the over-allocation (reported in
-// AllocatedBytes) stays small. The cache and the per-slot state policies keep beside it
-// (model/policies/selection.h HeldScores) grow by it.
-inline int64_t GrownCapacity(int64_t capacity, int64_t needed) {
-  return std::max<int64_t>(needed, capacity + std::max<int64_t>(64, capacity / 4));
-}
 const char* PositionModeName(PositionMode mode);
 bool ParsePositionMode(const std::string& text, PositionMode* mode);
 
@@ -61,8 +58,10 @@ struct LayerCache {
 
 class KvCache {
  public:
+  // A quantised `kv` (batch 1, float32 CPU, original positions; checked by the model's Forward)
+  // keeps every layer in a QuantizedLayer instead of the float LayerCache.
   KvCache(int64_t num_layers, int64_t batch, int64_t num_heads, int64_t head_dim,
-          torch::ScalarType dtype, torch::Device device, PositionMode mode);
+          torch::ScalarType dtype, torch::Device device, PositionMode mode, KvDtype kv = {});
 
   // Pre-allocates every layer for `tokens` slots (generation knows its final length).
   void Reserve(int64_t tokens);
@@ -104,6 +103,13 @@ class KvCache {
   torch::Tensor LogicalValues(int64_t layer) const;
   torch::Tensor LogicalPositions(int64_t layer) const;
   void Clear();
+
+  const KvDtype& kv_dtype() const { return kv_dtype_; }
+  bool quantized() const { return kv_dtype_.quantized(); }
+  QuantizedLayer& quantized_layer(int64_t i) { return quantized_[i]; }
+  const QuantizedLayer& quantized_layer(int64_t i) const { return quantized_[i]; }
+  // Records the current AllocatedBytes() in the peak (after a quantised layer changed).
+  void UpdatePeak() { peak_bytes_ = std::max(peak_bytes_, AllocatedBytes()); }
 
   LayerCache& layer(int64_t i) { return layers_[i]; }
   const LayerCache& layer(int64_t i) const { return layers_[i]; }
@@ -148,6 +154,8 @@ class KvCache {
   void Reallocate(LayerCache& lc, int64_t new_capacity);
 
   std::vector<LayerCache> layers_;
+  KvDtype kv_dtype_;
+  std::vector<QuantizedLayer> quantized_;  // one per layer when quantized()
   int64_t batch_, heads_, head_dim_;
   torch::TensorOptions options_;
   torch::Device device_;
