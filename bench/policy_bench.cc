@@ -5,6 +5,7 @@
 //       [--tokenizer FILE] [--threads 2] [--ppl-tokens 1024] [--repeats 3] [--warmup 1]
 //       [--budgets 128,256] [--interval 32] [--context 512] [--continuation 128]
 //       [--prefill-segments 2] [--prompt 512] [--new-tokens 128] [--policies full,snapkv,...]
+//       [--kv-dtypes model,int8,int4,int2]
 //
 // The text is tokenised with the project's tokenizer (DIR/tokenizer.json unless --tokenizer) and
 // every number comes from the workloads the grid runs (worker/workloads: RunPerplexity,
@@ -23,7 +24,9 @@
 // B-4; h2o heavy=recent=B/2; tova cache_size=B; the others budget=B, other parameters at their
 // defaults (snapkv's observation window 32, chunkkv's inner snapkv). Positional mode: shifted
 // (in-cache positions, StreamingLLM's pos-shift) for streaming_llm and window, original
-// otherwise; the same mode in all three protocols of a row.
+// otherwise; the same mode in all three protocols of a row. --kv-dtypes repeats every row per KV
+// storage type (core/kv_dtype.h, KIVI); a quantised row runs in original mode (KIVI quantises
+// keys after rotary) and has no sliding column (its prefill attention is the float one).
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -45,6 +48,7 @@
 #include "common/malloc_tuning.h"
 #include "common/status_macros.h"
 #include "model/engine/gpt_neox.h"
+#include "core/kv_dtype.h"
 #include "core/policy_spec.h"
 #include "model/tokenizer/tokenizer.h"
 #include "reports/statistics.h"
@@ -67,6 +71,7 @@ struct Options {
   int64_t repeats = 3;
   int64_t warmup = 1;
   std::vector<int64_t> budgets = {128, 256};
+  std::vector<KvDtype> kv_dtypes = {KvDtype{}};
   int64_t interval = 32;
   int64_t context = 512;
   int64_t continuation = 128;
@@ -80,7 +85,8 @@ const char kUsage[] =
     "usage: policy_bench --model DIR [--text FILE] [--tokenizer FILE] [--threads N]\n"
     "                    [--ppl-tokens N] [--repeats N] [--warmup N] [--budgets B1,B2,...]\n"
     "                    [--interval N] [--context N] [--continuation N] [--prefill-segments N]\n"
-    "                    [--prompt N] [--new-tokens N] [--policies NAME,NAME,...]\n";
+    "                    [--prompt N] [--new-tokens N] [--policies NAME,NAME,...]\n"
+    "                    [--kv-dtypes model,int8,int4,int2]\n";
 
 bool ParseInt(const std::string& flag, const std::string& text, int64_t min, int64_t* out) {
   if (!absl::SimpleAtoi(text, out) || *out < min) {
@@ -124,6 +130,14 @@ bool ParseArgs(int argc, char** argv, Options* o) {
         o->budgets.push_back(n);
       }
       if (o->budgets.empty()) { std::fprintf(stderr, "policy_bench: --budgets is empty\n"); return false; }
+    } else if (a == "--kv-dtypes") {
+      o->kv_dtypes.clear();
+      for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
+        auto kv = ParseKvDtype(std::string(part));
+        if (!kv.ok()) { std::fprintf(stderr, "policy_bench: --kv-dtypes: %s\n", kv.status().ToString().c_str()); return false; }
+        o->kv_dtypes.push_back(*kv);
+      }
+      if (o->kv_dtypes.empty()) { std::fprintf(stderr, "policy_bench: --kv-dtypes is empty\n"); return false; }
     } else if (a == "--policies") {
       for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
         o->policies.insert(std::string(part));
@@ -178,6 +192,7 @@ struct Row {
   std::string spec;        // canonical streaming spec (what the streaming column ran)
   std::string prefill_spec;
   PositionMode mode = PositionMode::kOriginal;
+  KvDtype kv;  // the cache's storage type
   double sliding_ppl = std::numeric_limits<double>::quiet_NaN();
   double streaming_ppl = std::numeric_limits<double>::quiet_NaN();
   double prefill_ppl = std::numeric_limits<double>::quiet_NaN();
@@ -245,6 +260,7 @@ std::string Label(const Row& r) {
     absl::StrAppend(&label, " (streaming: +", r.spec.substr(r.prefill_spec.size() + 1), ")");
   }
   if (r.mode != PositionMode::kOriginal) absl::StrAppend(&label, " [", PositionModeName(r.mode), "]");
+  if (r.kv.quantized()) absl::StrAppend(&label, " + KV ", r.kv.ToString());
   return label;
 }
 
@@ -309,15 +325,22 @@ int Main(int argc, char** argv) {
               static_cast<long long>(o.repeats), static_cast<long long>(o.warmup));
   std::fflush(stdout);
 
-  // Rows: full once, then every other schema policy at every budget.
-  std::vector<std::pair<std::string, int64_t>> plan;  // (policy name, budget; 0 for full)
+  // Rows: full once, then every other schema policy at every budget; each per KV storage type.
+  struct Planned {
+    std::string name;
+    int64_t budget;  // 0 for full
+    KvDtype kv;
+  };
+  std::vector<Planned> plan;
   for (const PolicySchema& s : AllPolicySchemas()) {
     if (!o.policies.empty() && !o.policies.count(s.name)) continue;
-    if (s.name == "full") {
-      plan.push_back({"full", 0});
-      continue;
+    for (const KvDtype& kv : o.kv_dtypes) {
+      if (s.name == "full") {
+        plan.push_back({"full", 0, kv});
+        continue;
+      }
+      for (int64_t B : o.budgets) plan.push_back({s.name, B, kv});
     }
-    for (int64_t B : o.budgets) plan.push_back({s.name, B});
   }
   for (const std::string& name : o.policies) {
     if (FindPolicySchema(name) == nullptr) {
@@ -329,9 +352,10 @@ int Main(int argc, char** argv) {
   std::vector<Row> rows;
   const double t_all = NowS();
   for (size_t i = 0; i < plan.size(); ++i) {
-    const auto& [name, B] = plan[i];
+    const auto& [name, B, kv] = plan[i];
     Row row;
-    row.mode = ModeFor(name);
+    row.kv = kv;
+    row.mode = kv.quantized() ? PositionMode::kOriginal : ModeFor(name);
     absl::StatusOr<std::string> streaming_or = name == "full" ? "full" : SpecFor(name, B, o.interval, true);
     absl::StatusOr<std::string> prefill_or = name == "full" ? "full" : SpecFor(name, B, o.interval, false);
     if (!streaming_or.ok() || !prefill_or.ok()) {
@@ -349,7 +373,7 @@ int Main(int argc, char** argv) {
       row.errors.push_back(absl::StrCat(what, ": ", st.ToString()));
       std::fprintf(stderr, "policy_bench: %s %s: %s\n", row.spec.c_str(), what.c_str(), st.ToString().c_str());
     };
-    if (name == "full") {
+    if (name == "full" && !kv.quantized()) {
       PerplexityOptions po;
       po.protocol = "sliding";
       po.max_length = max_length;
@@ -362,6 +386,7 @@ int Main(int argc, char** argv) {
       po.protocol = "streaming";
       po.max_tokens = o.ppl_tokens;
       po.position_mode = row.mode;
+      po.kv_dtype = kv;
       po.keep_nll_samples = false;
       auto r = RunPerplexity(model, ppl_ids, *streaming_spec, po);
       if (r.ok()) {
@@ -380,6 +405,7 @@ int Main(int argc, char** argv) {
       po.context_tokens = o.context;
       po.continuation_tokens = o.continuation;
       po.position_mode = row.mode;
+      po.kv_dtype = kv;
       po.keep_nll_samples = false;
       auto r = RunPerplexity(model, ids, *prefill_spec, po);
       if (r.ok()) row.prefill_ppl = r->Value(metric::kPpl); else note("prefill", r.status());
@@ -403,6 +429,7 @@ int Main(int argc, char** argv) {
       go.repeats = 1;
       go.warmup = 1;  // the call returns the heap first: a warm-up takes the first-touch faults
       go.position_mode = row.mode;
+      go.kv_dtype = row.kv;
       auto r = RunGenerationTiming(model, prompt, *spec, go);
       if (!r.ok()) {
         if (round == 0) row.errors.push_back(absl::StrCat("generation: ", r.status().ToString()));
@@ -423,7 +450,7 @@ int Main(int argc, char** argv) {
 
   double full_tpot = std::numeric_limits<double>::quiet_NaN();
   for (const Row& r : rows) {
-    if (r.spec == "full") full_tpot = Median(r.tpot);
+    if (r.spec == "full" && !r.kv.quantized()) full_tpot = Median(r.tpot);
   }
   constexpr double kMiB = 1024.0 * 1024.0;
   std::printf("| policy spec | sliding PPL | streaming PPL | prefill PPL | kv_tokens_max | KV MiB peak "
@@ -437,7 +464,7 @@ int Main(int argc, char** argv) {
                        : absl::StrCat(Num(Median(r.ttft), 2), " [", Num(Quantile(r.ttft, 0.1), 2), "–",
                                       Num(Quantile(r.ttft, 0.9), 2), "]");
     const std::string delta =
-        r.spec == "full" ? "0" : Num(100.0 * (tpot - full_tpot) / full_tpot, 1);
+        r.spec == "full" && !r.kv.quantized() ? "0" : Num(100.0 * (tpot - full_tpot) / full_tpot, 1);
     std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", spec.c_str(),
                 Ppl(r.sliding_ppl).c_str(), Ppl(r.streaming_ppl).c_str(), Ppl(r.prefill_ppl).c_str(),
                 Num(r.kv_tokens_max, 0).c_str(), Num(r.kv_bytes_peak / kMiB, 2).c_str(), ttft.c_str(),

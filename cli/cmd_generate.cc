@@ -9,6 +9,7 @@
 #include "cli/command_registry.h"
 #include "model/engine/generate.h"
 #include "model/engine/model_loader.h"
+#include "core/kv_dtype.h"
 #include "core/metric_catalog.h"
 
 namespace kvgrid::cli {
@@ -16,7 +17,7 @@ namespace {
 
 struct GenerateArgs {
   std::string model, revision = "main", ids_file, prompt, dtype = "float32", device = "cpu";
-  std::string policy = "full", position_mode = "original";
+  std::string policy = "full", position_mode = "original", kv_dtype = "model";
   int64_t max_new_tokens = 32, top_k = 0;
   double temperature = 1.0, top_p = 1.0;
   uint64_t seed = 0;
@@ -32,6 +33,8 @@ int RunGenerate(const GenerateArgs& a) {
   if (!ParsePositionMode(a.position_mode, &mode)) {
     return Fail("generate", absl::InvalidArgumentError("--position-mode must be original, shifted or rerotate"));
   }
+  auto kv = ParseKvDtype(a.kv_dtype);
+  if (!kv.ok()) return Fail("generate", kv.status());
   auto lm = LoadModel(a.model, a.revision, a.dtype, a.device);
   if (!lm.ok()) return Fail("generate", lm.status());
   std::vector<int64_t> ids;
@@ -58,6 +61,7 @@ int RunGenerate(const GenerateArgs& a) {
   sp.seed = a.seed;
   sp.ignore_eos = a.ignore_eos;
   sp.max_new_tokens = a.max_new_tokens;
+  sp.kv_dtype = *kv;
   auto out = Generate(*lm->model, {ids}, sp, policy.get(), mode);
   if (!out.ok()) return Fail("generate", out.status());
   std::string text;
@@ -98,6 +102,7 @@ std::function<int()> Setup(CLI::App& app) {
   cmd->add_flag("--ignore-eos", a->ignore_eos, "always generate --max-new-tokens tokens");
   cmd->add_option("--policy", a->policy, "KV policy spec, e.g. streaming_llm:sink_tokens=4,window=60");
   cmd->add_option("--position-mode", a->position_mode, "original|shifted|rerotate");
+  cmd->add_option("--kv-dtype", a->kv_dtype, "KV cache storage: model | int8 | int4 | int2[:group=G,residual=R]");
   cmd->add_option("--dtype", a->dtype, "float32|float16|bfloat16");
   cmd->add_option("--device", a->device, "cpu|cuda|cuda:N");
   cmd->add_option("--threads", a->threads, "intra-op threads");

@@ -21,6 +21,8 @@ void AddRunSpecFlags(CLI::App* cmd, RunSpecFlags* f) {
   cmd->add_option("--policy", f->policy, "KV policy spec: name[:key=value,...]");
   cmd->add_option("--position-mode", f->spec.position_mode, "original|shifted|rerotate")
       ->check(CLI::IsMember({"original", "shifted", "rerotate"}));
+  cmd->add_option("--kv-dtype", f->kv_dtype,
+                  "KV cache storage: model | int8 | int4 | int2[:group=32,residual=128] (KIVI)");
   cmd->add_option("--prefill-chunk", f->spec.prefill_chunk,
                   "prompt (bench) / prefill context (ppl) in chunks of N tokens, the policy "
                   "evicting after each; 0 = whole")
@@ -44,6 +46,9 @@ std::string FinishRunSpec(RunSpecFlags* f) {
   auto policy = ParsePolicySpec(f->policy);
   if (!policy.ok()) return std::string(policy.status().message());
   f->spec.policy = *std::move(policy);
+  auto kv = ParseKvDtype(f->kv_dtype);
+  if (!kv.ok()) return std::string(kv.status().message());
+  f->spec.kv_dtype = *kv;
   return "";
 }
 

@@ -14,6 +14,7 @@ namespace kvgrid::cli {
 struct RunSpecFlags {
   RunSpec spec;
   std::string policy = "full";  // --policy; FinishRunSpec parses it into spec.policy
+  std::string kv_dtype = "model";  // --kv-dtype; FinishRunSpec parses it into spec.kv_dtype
   std::string ids_file, text_file, dataset, path;
   int64_t sample = 0;
   bool json = false;
@@ -21,7 +22,7 @@ struct RunSpecFlags {
 };
 
 // Adds --model --revision --ids --text --dataset --sample --dataset-path --policy
-// --position-mode --dtype --device --threads --json to `cmd`.
+// --position-mode --kv-dtype --dtype --device --threads --json to `cmd`.
 void AddRunSpecFlags(CLI::App* cmd, RunSpecFlags* flags);
 // Fills spec.dataset from the input flags; returns an error message or "".
 std::string FinishRunSpec(RunSpecFlags* flags);

@@ -70,7 +70,7 @@ json ParseOr(const std::string& text, json fallback) {
 
 // Spec fields that tell runs of one policy apart.
 struct SpecColumns {
-  std::string sample, protocol, prompt_tokens, new_tokens, position_mode;
+  std::string sample, protocol, prompt_tokens, new_tokens, position_mode, kv_dtype = "model";
 };
 
 SpecColumns Columns(const v1::RunRecord& r) {
@@ -95,6 +95,9 @@ SpecColumns Columns(const v1::RunRecord& r) {
   }
   if (spec.contains("position_mode") && spec["position_mode"].is_string()) {
     c.position_mode = spec["position_mode"].get<std::string>();
+  }
+  if (spec.contains("kv_dtype") && spec["kv_dtype"].is_string()) {
+    c.kv_dtype = spec["kv_dtype"].get<std::string>();
   }
   return c;
 }
@@ -165,7 +168,7 @@ std::string ResultsToCsv(const v1::ResultsResponse& results) {
   const std::vector<std::string> metrics = MetricNames(results);
   std::vector<std::string> header = {"run_key", "status", "attempts", "policy", "dataset",
                                      "sample", "workload", "protocol", "prompt_tokens",
-                                     "new_tokens", "position_mode", "worker"};
+                                     "new_tokens", "position_mode", "kv_dtype", "worker"};
   header.insert(header.end(), metrics.begin(), metrics.end());
   header.push_back("error");
   std::string out;
@@ -176,7 +179,7 @@ std::string ResultsToCsv(const v1::ResultsResponse& results) {
     SpecColumns c = Columns(r);
     cells = {r.run_key(), r.status(), absl::StrCat(r.attempts()), r.policy(), r.dataset(),
              c.sample, r.workload(), c.protocol, c.prompt_tokens, c.new_tokens, c.position_mode,
-             r.worker_id()};
+             c.kv_dtype, r.worker_id()};
     for (const auto& name : metrics) {
       const v1::Metric* m = FindMetric(r, name);
       cells.push_back(m == nullptr ? "" : Number(m->value(), 10));
@@ -214,6 +217,7 @@ std::string ResultsToMarkdown(const v1::ResultsResponse& results) {
     if (!c.position_mode.empty() && c.position_mode != "original") {
       setting.push_back(c.position_mode);
     }
+    if (c.kv_dtype != "model") setting.push_back(absl::StrCat("KV ", c.kv_dtype));
     if (!c.sample.empty() && c.sample != "0") setting.push_back(absl::StrCat("sample ", c.sample));
     std::string status = r.status();
     if (!r.error().empty() && r.status() != "done") {

@@ -23,7 +23,7 @@ v1::ResultsResponse ResultsFromStore(const ExperimentView& experiment,
 nlohmann::json ResultsToJson(const v1::ResultsResponse& results);
 
 // Columns: run_key,status,attempts,policy,dataset,sample,workload,protocol,prompt_tokens,
-// new_tokens,position_mode,worker,<every metric, sorted>,error. RFC 4180 quoting.
+// new_tokens,position_mode,kv_dtype,worker,<every metric, sorted>,error. RFC 4180 quoting.
 std::string ResultsToCsv(const v1::ResultsResponse& results);
 
 // A markdown table with the same content (metrics with 4 significant digits).

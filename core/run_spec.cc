@@ -70,7 +70,7 @@ json RunSpec::ToJson() const {
                        {"new_tokens", generation.new_tokens},
                        {"batch", generation.batch}};
     // Part of the key: a paired run measures more than an unpaired one. `full` has no baseline.
-    if (policy.name != "full") j["generation"]["paired_baseline"] = generation.paired_baseline;
+    if (HasBaseline()) j["generation"]["paired_baseline"] = generation.paired_baseline;
   }
   j["repeats"] = repeats;
   j["warmup"] = warmup;

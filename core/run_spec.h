@@ -19,7 +19,8 @@
 //                  "max_length": 2048, "stride": 512, "context_tokens": 1024,
 //                  "continuation_tokens": 256},        // present when workload == perplexity
 //   "generation": {"prompt_tokens": 512, "new_tokens": 128, "batch": 1,   // when generation
-//                  "paired_baseline": true},  // not for `full`: time full beside it, interleaved
+//                  "paired_baseline": true},  // when HasBaseline(): time the full float cache
+//                                             // beside it, interleaved
 //   "repeats": 5, "warmup": 2, "threads": 0, "seed": 0, "noop_ms": 0
 // }
 #pragma once
@@ -83,6 +84,9 @@ struct RunSpec {
   int64_t seed = 0;
   int64_t noop_ms = 0;
 
+  // A generation run with something to compare against the full float cache (a policy other
+  // than `full`, or a quantised cache) times that baseline beside it when paired_baseline.
+  bool HasBaseline() const { return policy.name != "full" || kv_dtype.quantized(); }
   nlohmann::json ToJson() const;
   std::string CanonicalJson() const { return ToJson().dump(); }
   // Strict: unknown keys and wrong types are errors naming the key.

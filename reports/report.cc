@@ -154,6 +154,8 @@ class ReportBuilder {
       k.full_rank = r.policy.name == "full" ? 0 : 1;
       k.budget = Budget(r).value_or(0);
       k.policy = r.policy.text;
+      k.kv_dtype = r.spec.kv_dtype.ToString();
+      k.kv_rank = r.spec.kv_dtype.quantized() ? 16 - r.spec.kv_dtype.bits : 0;
       k.position_mode = r.spec.position_mode;
       k.position_rank = PositionRank(r.spec.position_mode);
       k.prefill_chunk = r.spec.prefill_chunk;
@@ -165,18 +167,20 @@ class ReportBuilder {
       tabulated_.push_back(&r);
     }
     // Which labels distinguish things in this experiment.
-    std::set<std::string> models, devices, modes;
+    std::set<std::string> models, devices, modes, kv_dtypes;
     std::map<std::string, std::map<std::string, std::set<std::string>>> values;
     for (const Run* r : tabulated_) {
       models.insert(absl::StrCat(r->spec.model.id, "@", r->spec.model.revision, " ", r->spec.model.dtype));
       devices.insert(r->spec.device);
       modes.insert(r->spec.position_mode);
+      kv_dtypes.insert(r->spec.kv_dtype.ToString());
       chunked_ = chunked_ || r->spec.prefill_chunk > 0;
       for (const auto& [k, v] : r->policy.params) values[r->policy.name][k].insert(v);
     }
     multi_model_ = models.size() > 1;
     multi_device_ = devices.size() > 1;
     multi_mode_ = modes.size() > 1;
+    multi_kv_ = kv_dtypes.size() > 1;
     for (const auto& [name, params] : values) {
       for (const auto& [k, vs] : params) {
         if (vs.size() > 1) varying_[name].insert(k);
@@ -213,6 +217,7 @@ class ReportBuilder {
       }
     }
     if (multi_mode_) parts.push_back(r.spec.position_mode);
+    if (multi_kv_) parts.push_back(absl::StrCat("KV ", r.spec.kv_dtype.ToString()));
     if (chunked_) parts.push_back(ChunkLabel(r.spec.prefill_chunk));
     if (parts.empty()) return r.policy.name;
     return absl::StrCat(r.policy.name, " (", absl::StrJoin(parts, ", "), ")");
@@ -282,6 +287,7 @@ class ReportBuilder {
     t.headers = {"policy"};
     t.align = {Align::kLeft};
     if (multi_mode_) { t.headers.push_back("positions"); t.align.push_back(Align::kLeft); }
+    if (multi_kv_) { t.headers.push_back("KV dtype"); t.align.push_back(Align::kLeft); }
     if (chunked_) { t.headers.push_back("prefill"); t.align.push_back(Align::kLeft); }
     std::vector<std::string> notes;
     auto ppl_value = [](const Row& r) { return PplOf(r).central; };
@@ -309,6 +315,7 @@ class ReportBuilder {
     for (const auto& [k, any] : keys) {
       std::vector<std::string> row = {PolicyCell(*any)};
       if (multi_mode_) row.push_back(k.position_mode);
+      if (multi_kv_) row.push_back(k.kv_dtype);
       if (chunked_) row.push_back(ChunkLabel(k.prefill_chunk));
       for (const auto& [protocol, g] : ppl) {
         const Row* r = find(g, k);
@@ -377,6 +384,7 @@ class ReportBuilder {
     std::vector<Column> cols = {
         {"policy", Align::kLeft, PolicyCell, true},
         {"positions", Align::kLeft, [](const Row& r) { return r.key.position_mode; }, true},
+        {"KV dtype", Align::kLeft, [&](const Row& r) { return multi_kv_ ? r.key.kv_dtype : std::string(); }},
         {"prefill", Align::kLeft,
          [&](const Row& r) { return chunked_ ? ChunkLabel(r.key.prefill_chunk) : std::string(); }},
         {"PPL", Align::kRight, [](const Row& r) { return PplOf(r).text; }},
@@ -618,7 +626,7 @@ class ReportBuilder {
   std::vector<std::string> notes_;
   std::map<std::string, std::set<std::string>> varying_;
   int done_ = 0, noop_ = 0;
-  bool multi_model_ = false, multi_device_ = false, multi_mode_ = false;
+  bool multi_model_ = false, multi_device_ = false, multi_mode_ = false, multi_kv_ = false;
   bool chunked_ = false;  // some run prefilled in chunks: say which did
   static std::string ChunkLabel(int64_t chunk) {
     return chunk > 0 ? absl::StrCat("chunk ", chunk) : "whole prompt";

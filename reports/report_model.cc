@@ -293,7 +293,7 @@ std::string TimingDeltaCell(const Row& r, const MetricDef& delta, const Row* bas
     return FormatPairedDelta(*d);
   }
   std::string cell = base ? FormatDelta(central(r), central(*base)) : std::string();
-  if (!cell.empty() && r.key.policy_name != "full") {
+  if (!cell.empty() && !r.key.is_full_cache()) {
     *unpaired = true;
     cell += " ᵘ";
   }
@@ -302,7 +302,9 @@ std::string TimingDeltaCell(const Row& r, const MetricDef& delta, const Row* bas
 
 const Row* BaselineRow(const Group& grp) {
   const Row* base = nullptr;
-  auto rank = [](const RowKey& r) { return std::make_pair(r.position_mode != "original", r.prefill_chunk > 0); };
+  auto rank = [](const RowKey& r) {
+    return std::make_tuple(r.kv_dtype != "model", r.position_mode != "original", r.prefill_chunk > 0);
+  };
   for (const auto& [k, row] : grp.rows) {
     if (k.policy_name != "full") continue;
     if (base == nullptr || rank(k) < rank(base->key)) base = &row;

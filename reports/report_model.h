@@ -126,14 +126,18 @@ struct RowKey {
   std::string policy_name;
   double budget = 0;
   std::string policy;
+  int kv_rank = 0;                  // the model's dtype first, then int8, int4, int2
+  std::string kv_dtype = "model";   // KvDtype::ToString()
   int position_rank = 0;
   std::string position_mode;
   int64_t prefill_chunk = 0;  // 0 = whole prompt
   auto Tie() const {
-    return std::tie(full_rank, policy_name, budget, policy, position_rank, position_mode,
-                    prefill_chunk);
+    return std::tie(full_rank, policy_name, budget, policy, kv_rank, kv_dtype, position_rank,
+                    position_mode, prefill_chunk);
   }
   bool operator<(const RowKey& o) const { return Tie() < o.Tie(); }
+  // The full cache in the model's dtype: what every other row is compared with.
+  bool is_full_cache() const { return policy_name == "full" && kv_dtype == "model"; }
 };
 
 struct Row {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/metric_catalog.h"
 #include "core/run_spec.h"
 #include "reports/statistics.h"
@@ -45,8 +46,11 @@ ReportPlots BuildReportPlots(const std::map<GroupKey, Group>& groups, const Plot
       if (!ppl) continue;
       const Run& r = *row.runs.front();
       if (rk.policy_name == "full") {
-        p.references.push_back({labels.multi_mode ? absl::StrCat("full cache (", rk.position_mode, ")")
-                                                  : std::string("full cache"),
+        std::vector<std::string> how;
+        if (labels.multi_mode) how.push_back(rk.position_mode);
+        if (rk.kv_dtype != "model") how.push_back(absl::StrCat("KV ", rk.kv_dtype));
+        p.references.push_back({how.empty() ? std::string("full cache")
+                                            : absl::StrCat("full cache (", absl::StrJoin(how, ", "), ")"),
                                 *ppl});
         continue;
       }

@@ -120,6 +120,22 @@ CREATE VIEW run_samples AS
   JOIN experiments e ON e.id = r.experiment_id
   JOIN samples s ON s.run_id = r.id AND s.attempt = r.result_attempt;
 )sql"},
+    // 2: run_metrics names the KV cache's storage type (kv_dtype; absent from older specs).
+    {2, R"sql(
+DROP VIEW run_metrics;
+CREATE VIEW run_metrics AS
+  SELECT e.name AS experiment, r.id AS run_id, r.run_key, r.status, r.policy, r.dataset,
+         r.workload, r.device,
+         json_extract(r.spec_json, '$.position_mode') AS position_mode,
+         COALESCE(json_extract(r.spec_json, '$.kv_dtype'), 'model') AS kv_dtype,
+         json_extract(r.spec_json, '$.perplexity.protocol') AS protocol,
+         json_extract(r.spec_json, '$.generation.prompt_tokens') AS prompt_tokens,
+         json_extract(r.spec_json, '$.generation.new_tokens') AS new_tokens,
+         res.attempt, r.worker_id, res.metric, res.value, res.unit
+  FROM runs r
+  JOIN experiments e ON e.id = r.experiment_id
+  JOIN results res ON res.run_id = r.id AND res.attempt = r.result_attempt;
+)sql"},
 };
 
 }  // namespace

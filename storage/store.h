@@ -69,7 +69,7 @@
 //
 //   Views (the easy way in for users and reports):
 //   run_metrics: experiment, run_id, run_key, status, policy, dataset, workload, device,
-//                position_mode, protocol, prompt_tokens, new_tokens, attempt, worker_id,
+//                position_mode, kv_dtype, protocol, prompt_tokens, new_tokens, attempt, worker_id,
 //                metric, value, unit  -- accepted results only (results.attempt = runs.result_attempt)
 //   run_samples: experiment, run_id, run_key, policy, dataset, workload, attempt, series, idx,
 //                value, unit             -- accepted samples only
@@ -96,7 +96,7 @@ struct sqlite3;
 namespace kvgrid {
 
 // The schema version this build writes; a database with a higher version is refused.
-inline constexpr int kStoreSchemaVersion = 1;
+inline constexpr int kStoreSchemaVersion = 2;
 
 enum class OpenMode {
   kReadWrite,  // creates the file if needed and migrates it forward (the coordinator)

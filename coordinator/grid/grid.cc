@@ -330,6 +330,12 @@ absl::Status GridParser::ParseDatasets(const Entry& e, std::vector<DatasetRef>* 
 // Grid points that the workloads would refuse: skipped at expansion (with the reason) rather
 // than stored as runs that can only fail.
 std::string WhyItCannotRun(const RunSpec& s) {
+  if (s.kv_dtype.quantized() && s.position_mode != "original") {
+    return "a quantised kv_dtype needs position_mode original (keys quantised after rotary)";
+  }
+  if (s.kv_dtype.quantized() && s.workload == "generation" && s.generation.batch > 1) {
+    return "a quantised kv_dtype runs at batch 1";
+  }
   if (s.workload != "perplexity") return "";
   return WhyPolicyCannotRunProtocol(s.policy, s.perplexity.protocol);
 }
@@ -586,7 +592,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   const YAML::Mark start;  // line 0, column 0
   const std::vector<std::string> top = {
       "name", "description", "model", "device", "repeats", "warmup", "max_attempts",
-      "position_mode", "prefill_chunk", "paired_baseline", "seed", "threads", "datasets",
+      "position_mode", "kv_dtype", "prefill_chunk", "paired_baseline", "seed", "threads", "datasets",
       "workloads", "grid"};
   if (!root.IsDefined() || root.IsNull()) {
     return Error(start, "the grid is empty", "start with `name: my-experiment`");
@@ -656,6 +662,24 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
       modes.push_back(m);
     }
   }
+  std::vector<KvDtype> kv_dtypes = {KvDtype{}};
+  if (const Entry* kd = Find(entries, "kv_dtype")) {
+    ASSIGN_OR_RETURN(auto nodes, ScalarOrList(*kd, "kv_dtype"));
+    kv_dtypes.clear();
+    for (const auto& n : nodes) {
+      absl::StatusOr<KvDtype> kv = ParseKvDtype(n.IsScalar() ? n.Scalar() : "");
+      if (!kv.ok()) {
+        return Error(n.Mark(), std::string(kv.status().message()),
+                     "model | int8 | int4 | int2, optionally int4:group=32,residual=128");
+      }
+      kv_dtypes.push_back(*kv);
+    }
+  }
+  // The cache axis: position modes x storage types.
+  std::vector<std::pair<std::string, KvDtype>> caches;
+  for (const auto& mode : modes) {
+    for (const auto& kv : kv_dtypes) caches.emplace_back(mode, kv);
+  }
 
   const Entry* ds = Find(entries, "datasets");
   if (ds == nullptr) {
@@ -684,7 +708,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   const int64_t total = static_cast<int64_t>(models.size()) * static_cast<int64_t>(policies.size()) *
                         static_cast<int64_t>(datasets.size()) *
                         static_cast<int64_t>(workloads.size()) *
-                        static_cast<int64_t>(modes.size()) * static_cast<int64_t>(seeds.size()) *
+                        static_cast<int64_t>(caches.size()) * static_cast<int64_t>(seeds.size()) *
                         static_cast<int64_t>(chunks.size());
   if (total > kMaxRuns) {
     return Error(MarkOf(*g), absl::StrCat("the grid expands to ", total, " runs (limit ", kMaxRuns,
@@ -697,7 +721,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
   for (const auto& policy : policies)
     for (const auto& dataset : datasets)
       for (const auto& w : workloads)
-        for (const auto& mode : modes)
+        for (const auto& [mode, kv] : caches)
           for (int64_t seed : seeds)
            for (int64_t chunk : chunks) {
             RunSpec s = base;
@@ -710,6 +734,7 @@ absl::StatusOr<Grid> GridParser::Parse(const std::string& text) {
             s.generation.paired_baseline = paired_baseline;
             s.noop_ms = w.noop_ms;
             s.position_mode = mode;
+            s.kv_dtype = kv;
             s.seed = seed;
             // Chunking applies to a prompt (generation) or a compressed context (prefill
             // protocol); elsewhere the point is the unchunked one (deduplicated below).

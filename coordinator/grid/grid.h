@@ -8,6 +8,8 @@
 //   warmup: 2
 //   max_attempts: 3              # leases per run before it is marked failed
 //   position_mode: original      # original | shifted | rerotate (a list expands)
+//   kv_dtype: [model, int4]      # KV storage: model | int8 | int4 | int2[:group=G,residual=R]
+//                                # (KIVI quantisation, core/kv_dtype.h; a list expands)
 //   prefill_chunk: [0, 512]      # prompt in chunks of N tokens, evicting after each; 0 = whole
 //                                # (generation and the prefill protocol; a list expands)
 //   paired_baseline: true        # generation: time `full` beside every other policy in the same
@@ -30,7 +32,7 @@
 //
 // A list where a scalar is expected expands; the runs are the cartesian product of policy
 // parameter values x datasets (x samples) x workloads (x protocols | prompt lengths) x
-// position modes (x prefill chunks). Identical points are stored once. Errors read
+// position modes x kv dtypes (x prefill chunks). Identical points are stored once. Errors read
 // "FILE:LINE:COLUMN: message (hint: ...)".
 #pragma once
 

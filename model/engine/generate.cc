@@ -90,7 +90,7 @@ absl::StatusOr<GenerationOutput> Generate(GptNeoxModel& model,
 
   GenerationOutput out;
   out.new_ids.assign(B, {});
-  KvCache cache = model.NewCache(B, mode);
+  KvCache cache = model.NewCache(B, mode, params.kv_dtype);
   // The full cache knows its final length: allocate it once. A compressing policy's cache is
   // sized for one prefill forward and grows as it must (KvCache::Keep frees what eviction
   // empties), so its KV bytes show the policy's real memory, not a full-length reservation.

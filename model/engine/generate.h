@@ -25,6 +25,7 @@ struct SamplingParams {
   // each, so a compressing policy's cache never holds more than its budget + prefill_chunk
   // entries (kv-policies.md §2.8). 0: the whole prompt in one forward.
   int64_t prefill_chunk = 0;
+  KvDtype kv_dtype;  // the cache's storage type (core/kv_dtype.h); quantised: batch 1 only
 };
 
 struct GenerationOutput {

@@ -62,10 +62,12 @@ void KvCache::Grow(LayerCache& lc, int64_t needed) {
 }
 
 void KvCache::Reserve(int64_t tokens) {
+  if (quantized()) return;  // quantised layers grow as they fill (their residual stays small)
   for (auto& lc : layers_) Grow(lc, tokens);
 }
 
 void KvCache::ReserveForAppend(int64_t m) {
+  if (quantized()) return;
   for (auto& lc : layers_) {
     if (lc.length + m > lc.capacity()) Reallocate(lc, lc.length + m);
   }

@@ -63,7 +63,8 @@ class KvCache {
   KvCache(int64_t num_layers, int64_t batch, int64_t num_heads, int64_t head_dim,
           torch::ScalarType dtype, torch::Device device, PositionMode mode, KvDtype kv = {});
 
-  // Pre-allocates every layer for `tokens` slots (generation knows its final length).
+  // Pre-allocates every layer for `tokens` slots (generation knows its final length). Both are
+  // no-ops on a quantised cache.
   void Reserve(int64_t tokens);
   // Grows each layer to exactly its live length + m slots where it has less room (no growth
   // slack): chunked prefill's peak is then exactly the kept entries + one chunk.

@@ -16,7 +16,18 @@ namespace {
 template <typename T>
 void ResizeAndTrim(std::vector<T>& v, size_t n) {
   v.resize(n);
-  if (v.capacity() > 2 * n + 1024) v.shrink_to_fit();
+  if (v.capacity() > 2 * n + 64) v.shrink_to_fit();
+}
+
+// A residual after a flush: room for `room` elements (it refills to R entries, and the values'
+// to R + 1), and no more — a prefill's residual held the whole prompt.
+void TrimResidual(std::vector<float>& v, size_t room) {
+  room = std::max(room, v.size());
+  if (v.capacity() <= room + room / 4) return;
+  std::vector<float> trimmed;
+  trimmed.reserve(room);
+  trimmed.assign(v.begin(), v.end());
+  v.swap(trimmed);
 }
 
 // Makes room for `extra` more elements the way the float cache grows (GrownCapacity), not by
@@ -107,7 +118,7 @@ void QuantizedLayer::FlushKeys(Head& head, int64_t count) {
     head.key_group_size.push_back(static_cast<int32_t>(G));
   }
   head.key_residual.erase(head.key_residual.begin(), head.key_residual.begin() + count * d_);
-  ResizeAndTrim(head.key_residual, head.key_residual.size());  // a prefill's residual is freed
+  TrimResidual(head.key_residual, kv_.residual * d_);
 }
 
 void QuantizedLayer::FlushValues(Head& head, int64_t count) {
@@ -130,7 +141,7 @@ void QuantizedLayer::FlushValues(Head& head, int64_t count) {
     PackCodes(codes.data(), d_, kv_.bits, head.value_codes.data() + row);
   }
   head.value_residual.erase(head.value_residual.begin(), head.value_residual.begin() + count * d_);
-  ResizeAndTrim(head.value_residual, head.value_residual.size());
+  TrimResidual(head.value_residual, (kv_.residual + 1) * d_);
 }
 
 void QuantizedLayer::Keep(const int64_t* keep, int64_t head_stride, int64_t k) {

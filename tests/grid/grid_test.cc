@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -170,6 +171,53 @@ grid:
                                              "tova:cache_size=8"}));
   EXPECT_EQ(samples, (std::set<std::string>{"pg19#0", "pg19#1", "text#3", "text#5"}));
   EXPECT_EQ(g->runs[0].device, "auto");
+}
+
+// kv_dtype is an axis of its own: every eviction policy meets every storage type, a quantised
+// one only where it can run (position mode original, batch 1), and bad text is located.
+TEST(GridTest, KvDtypeIsAnAxisComposingWithEveryPolicy) {
+  auto g = ParseGridYaml(R"(name: kivi
+position_mode: [original, shifted]
+kv_dtype: [model, int4, "int2:group=16,residual=64"]
+datasets:
+  - {name: pg19}
+workloads:
+  perplexity: {protocol: streaming}
+  generation: {prompt_tokens: 64, new_tokens: 8, batch: [1, 2]}
+grid:
+  policy:
+    - {name: full}
+    - {name: streaming_llm, window: 60}
+)", "kivi.yaml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  std::multiset<std::string> points;
+  for (const auto& r : g->runs) {
+    points.insert(r.policy.name + "/" + r.kv_dtype.ToString() + "/" + r.position_mode);
+    if (r.kv_dtype.quantized()) {
+      EXPECT_EQ(r.position_mode, "original");
+      EXPECT_EQ(r.ToJson()["kv_dtype"], r.kv_dtype.ToString());
+      if (r.workload == "generation") EXPECT_EQ(r.generation.batch, 1);
+    } else {
+      EXPECT_FALSE(r.ToJson().contains("kv_dtype"));
+    }
+  }
+  // batch 2 with policies other than full is refused later by the worker, not by the grid; the
+  // model dtype runs in both modes x 3 workload points; quantised ones in original x 2 points.
+  EXPECT_EQ(points.count("streaming_llm/int4/original"), 2u);
+  EXPECT_EQ(points.count("full/int2:group=16,residual=64/original"), 2u);
+  EXPECT_EQ(points.count("streaming_llm/int4/shifted"), 0u);
+  EXPECT_EQ(points.count("full/model/shifted"), 3u);
+  EXPECT_EQ(g->runs.size(), 2u * (2u * 3u + 2u * 2u));
+  EXPECT_THAT(absl::StrJoin(g->skipped, "; "), HasSubstr("needs position_mode original"));
+
+  std::string error = ErrorOf(R"(name: bad
+kv_dtype: [int4, int3]
+datasets: [{name: pg19}]
+workloads: {perplexity: {protocol: streaming}}
+grid: {policy: [{name: full}]}
+)");
+  EXPECT_THAT(error, HasSubstr("g.yaml:2:"));
+  EXPECT_THAT(error, HasSubstr("kv_dtype 'int3'"));
 }
 
 // prefill_chunk is an axis for generation and the prefill protocol; elsewhere the point is the

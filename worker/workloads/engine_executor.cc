@@ -123,6 +123,7 @@ class EngineExecutor : public RunExecutor {
       o.context_tokens = spec.perplexity.context_tokens;
       o.continuation_tokens = spec.perplexity.continuation_tokens;
       o.position_mode = mode;
+      o.kv_dtype = spec.kv_dtype;
       o.prefill_chunk = spec.prefill_chunk;
       ASSIGN_OR_RETURN(result, RunPerplexity(*lm->model, ids, policy, o));
       result.Add(metric::kDatasetTokens, static_cast<double>(ids.size()));
@@ -139,6 +140,7 @@ class EngineExecutor : public RunExecutor {
       o.repeats = spec.repeats;
       o.warmup = spec.warmup;
       o.position_mode = mode;
+      o.kv_dtype = spec.kv_dtype;
       o.prefill_chunk = spec.prefill_chunk;
       o.paired_baseline = spec.generation.paired_baseline;
       ASSIGN_OR_RETURN(result, RunGenerationTiming(*lm->model, prompt, policy, o));
@@ -164,6 +166,7 @@ class EngineExecutor : public RunExecutor {
     env["model_dir"] = lm->dir;
     env["policy"] = policy.ToString();
     env["position_mode"] = spec.position_mode;
+    env["kv_dtype"] = spec.kv_dtype.ToString();
     env["config"] = spec.ToJson();
     for (auto it = result.environment.begin(); it != result.environment.end(); ++it) env[it.key()] = it.value();
     result.environment = env;

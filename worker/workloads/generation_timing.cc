@@ -74,9 +74,16 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   sp.ignore_eos = true;
   sp.max_new_tokens = o.new_tokens;
   sp.prefill_chunk = o.prefill_chunk;
+  sp.kv_dtype = o.kv_dtype;
+  PolicySpec full;
+  full.name = "full";
 
   // One generation with `spec`'s policy, timed.
-  auto time_one = [&](const PolicySpec& which) -> absl::StatusOr<OneRun> {
+  // One generation: the run's policy and kv_dtype, or (baseline) the full float cache.
+  auto time_one = [&](bool baseline) -> absl::StatusOr<OneRun> {
+    const PolicySpec& which = baseline ? full : spec;
+    SamplingParams side = sp;
+    if (baseline) side.kv_dtype = KvDtype{};
     std::unique_ptr<KvPolicy> policy;
     if (which.name != "full") {
       ASSIGN_OR_RETURN(policy, MakePolicy(which));
@@ -98,7 +105,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
         marks.back() = Clock::now();  // the probe's reads are not part of decode
       }
     };
-    ASSIGN_OR_RETURN(GenerationOutput out, Generate(model, prompts, sp, policy.get(), o.position_mode, on_step));
+    ASSIGN_OR_RETURN(GenerationOutput out, Generate(model, prompts, side, policy.get(), o.position_mode, on_step));
     run.cpu_wait_ms = std::max(0.0, run_queue_wait_ms() - wait_before);
     run.decode_peak = probe.ReadPeak();
     if (static_cast<int64_t>(marks.size()) != o.new_tokens) {
@@ -117,9 +124,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
     return run;
   };
 
-  const bool paired = o.paired_baseline && spec.name != "full";
-  PolicySpec full;
-  full.name = "full";
+  const bool paired = o.paired_baseline && (spec.name != "full" || o.kv_dtype.quantized());
   // Free memory an earlier run left in the heap (RetainFreedMemoryForReuse) goes back to the
   // kernel first, so this run's peak RSS counts this run's memory. Once, not per repetition:
   // warm-ups leave the heap holding this run's own activations, as in any steady-state
@@ -138,7 +143,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
     const bool baseline_first = paired && rep % 2 == 1;
     for (int i = 0; i < static_cast<int>(round.sides.size()); ++i) {
       const bool is_baseline = paired && (i == 0) == baseline_first;
-      ASSIGN_OR_RETURN(OneRun run, time_one(is_baseline ? full : spec));
+      ASSIGN_OR_RETURN(OneRun run, time_one(is_baseline));
       round.cpu_wait_share = std::max(round.cpu_wait_share, CpuWaitShare(run));
       round.sides[is_baseline ? 1 : 0] = std::move(run);
     }
@@ -164,7 +169,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
       while (!quiet && left_s() > 0) {
         std::this_thread::sleep_for(std::chrono::duration<double>(std::min(pause_s, left_s())));
         pause_s = std::min(2 * pause_s, 4.0);
-        ASSIGN_OR_RETURN(OneRun probe_run, time_one(spec));  // untimed: is the machine quiet?
+        ASSIGN_OR_RETURN(OneRun probe_run, time_one(false));  // untimed: is the machine quiet?
         quiet = !disturbed(CpuWaitShare(probe_run));
       }
       if (quiet) {  // may end past the budget by this round's own time
@@ -184,7 +189,7 @@ absl::StatusOr<RunResult> RunGenerationTiming(GptNeoxModel& model, const std::ve
   std::vector<OneRun> memory_runs;
   if (paired) {
     ReleaseRetainedMemory();
-    ASSIGN_OR_RETURN(OneRun run, time_one(spec));
+    ASSIGN_OR_RETURN(OneRun run, time_one(false));
     memory_runs.push_back(std::move(run));
   }
   const std::vector<OneRun>& memory = paired ? memory_runs : runs;

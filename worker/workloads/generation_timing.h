@@ -20,9 +20,11 @@ struct GenerationTimingOptions {
   int64_t repeats = 5;
   int64_t warmup = 2;
   PositionMode position_mode = PositionMode::kOriginal;
+  KvDtype kv_dtype;           // the policy side's cache storage (SamplingParams::kv_dtype)
   int64_t prefill_chunk = 0;  // SamplingParams::prefill_chunk
-  // For a policy other than `full`: also time the full cache on the same prompt, interleaved
-  // repeat by repeat (the two alternate which goes first), and report the paired Δs.
+  // For a policy other than `full` or a quantised kv_dtype: also time the full float cache on the
+  // same prompt, interleaved repeat by repeat (the two alternate which goes first), and report
+  // the paired Δs.
   bool paired_baseline = false;
   // The contention guard (docs/metrics.md, "Another program on the cores"): a timed repeat — a
   // pair when paired — during which this process's threads waited for a CPU longer than

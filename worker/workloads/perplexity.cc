@@ -85,7 +85,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
       const int64_t trg_len = end - prev_end;
       // Targets: tokens t in [end - trg_len, end) with t >= begin + 1 (the first is context).
       const int64_t first_target = std::max(end - trg_len, begin + 1);
-      KvCache cache = model.NewCache(1, PositionMode::kOriginal);
+      KvCache cache = model.NewCache(1, PositionMode::kOriginal, o.kv_dtype);
       ForwardRequest req;
       req.ids = Slice(ids, begin, end).to(dev);
       req.positions = torch::arange(end - begin, torch::kInt64).view({1, -1}).to(dev);
@@ -105,7 +105,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
     const int64_t N = static_cast<int64_t>(ids.size());
     if (N < 2) return absl::InvalidArgumentError("streaming: need at least 2 tokens");
     ASSIGN_OR_RETURN(PolicyHolder policy, NewPolicy(spec, layers));
-    KvCache cache = model.NewCache(1, o.position_mode);
+    KvCache cache = model.NewCache(1, o.position_mode, o.kv_dtype);
     if (!policy.get()) cache.Reserve(N);
     std::vector<torch::Tensor> nll_steps;
     nll_steps.reserve(N);
@@ -135,7 +135,7 @@ absl::StatusOr<RunResult> RunPerplexity(GptNeoxModel& model, const std::vector<i
     for (int64_t s = 0; s < segments; ++s) {
       const int64_t base = s * (C + K);
       ASSIGN_OR_RETURN(PolicyHolder policy, NewPolicy(spec, layers));
-      KvCache cache = model.NewCache(1, o.position_mode);
+      KvCache cache = model.NewCache(1, o.position_mode, o.kv_dtype);
       ForwardRequest ctx;
       ctx.ids = Slice(ids, base, base + C).to(dev);
       ctx.positions = torch::arange(C, torch::kInt64).view({1, -1}).to(dev);

@@ -32,6 +32,7 @@ struct PerplexityOptions {
   int64_t context_tokens = 1024;
   int64_t continuation_tokens = 256;
   PositionMode position_mode = PositionMode::kOriginal;
+  KvDtype kv_dtype;  // the cache's storage type in every protocol (core/kv_dtype.h)
   int64_t prefill_chunk = 0;     // prefill protocol: the context in chunks, evicting after each
   bool keep_nll_samples = true;  // per-token NLL as the nll sample series
 };
