@@ -367,11 +367,30 @@ torch::Tensor GptNeoxModel::QuantizedAttention(int64_t layer, const torch::Tenso
   QuantizedLayer& ql = cache.quantized_layer(layer);
   const bool evict = policy != nullptr && req.evict;
   const AttentionNeeds needs = evict ? policy->attention_needs() : AttentionNeeds{};
-  // Fused QKV rows [m][H][q k v][d]: q and k rotated in place at their text positions (keys are
-  // cached after rotary, as KIVI quantises them), then the new entries join the residuals.
   auto qkv = Linear(x, w.qkv_w, w.qkv_b).contiguous();
   auto positions = req.positions.to(torch::kCPU).contiguous().view({m});
   const int64_t* pos = positions.data_ptr<int64_t>();
+  if (ql.length() == 0 && m > 1) {
+    // A prompt into an empty layer: nothing is quantised yet, so it attends exactly as the float
+    // cache does, through the fused prefill kernel on the layer's float storage (its allocation
+    // enters the peak); the entries then move into the quantised layer, the float storage
+    // released first (like a reallocation's old + new copy, the handover is not counted).
+    AttendedLayer attended;
+    torch::Tensor out = cpu_attention_->Prefill(layer, qkv, positions, cache, needs, &attended.probs,
+                                                &attended.received, &attended.queries, &attended.keys);
+    LayerCache& lc = cache.layer(layer);
+    auto k = lc.K().contiguous(), v = lc.V().contiguous();  // [1,H,m,d], keys rotated
+    lc = LayerCache();
+    ql.Append(k.data_ptr<float>(), v.data_ptr<float>(), m, d, m * d, pos);
+    cache.UpdatePeak();
+    if (stats) stats->kv_tokens_max = std::max(stats->kv_tokens_max, m);
+    if (evict) ApplyPolicyQuantized(layer, req, cache, policy, stats, attended, k);
+    ql.Flush();
+    cache.UpdatePeak();
+    return Linear(out, w.dense_w, w.dense_b);
+  }
+  // Fused QKV rows [m][H][q k v][d]: q and k rotated in place at their text positions (keys are
+  // cached after rotary, as KIVI quantises them), then the new entries join the residuals.
   float* rows = qkv.data_ptr<float>();
   for (int64_t t = 0; t < m; ++t) {
     for (int64_t h = 0; h < H; ++h) {
@@ -502,10 +521,16 @@ GptNeoxModel::BlockedAttentionOutput GptNeoxModel::BlockedAttention(
     const torch::Tensor& key_allowed, const AttentionNeeds& needs) const {
   const int64_t B = q.size(0), H = q.size(1), m = q.size(2), n = keys.size(2);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-  // [B,H,m,n] float32 on this generic path, materialised only for policies that read statistics.
-  const bool keep_probs = needs.any();
-  torch::Tensor probs;
-  if (keep_probs) probs = torch::zeros({B, H, m, n}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
+  // The statistics a policy asked for are gathered block by block (never [B,H,m,n]): the
+  // attention each slot received, summed in float64, and the last r rows' probabilities.
+  const int64_t last_rows = std::min(needs.last_rows, m);
+  BlockedAttentionOutput result;
+  if (needs.received) {
+    result.received = torch::zeros({B, H, n}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  }
+  if (last_rows > 0) {
+    result.probs = torch::zeros({B, H, last_rows, n}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
+  }
   // Queries in blocks of 128 rows: a block's scores stay in cache, and the keys after its last
   // query (all hidden by the causal mask) are neither multiplied nor normalised. Masked scores
   // are the dtype's lowest value, so exp() makes them exactly 0 as in Hugging Face's eager path.
@@ -529,15 +554,15 @@ GptNeoxModel::BlockedAttentionOutput GptNeoxModel::BlockedAttention(
     }
     auto p = torch::softmax(scores.to(torch::kFloat32), -1);
     outs.push_back(torch::matmul(p.to(values.scalar_type()), values.narrow(2, 0, visible)));
-    if (keep_probs) probs.narrow(2, q0, rows).narrow(3, 0, visible).copy_(p);
+    if (needs.received) result.received.narrow(2, 0, visible).add_(p.to(torch::kDouble).sum(2));
+    // This block's rows among the last `last_rows` of the forward.
+    const int64_t first = std::max(q0, m - last_rows), end = q0 + rows;
+    if (last_rows > 0 && first < end) {
+      result.probs.narrow(2, first - (m - last_rows), end - first).narrow(3, 0, visible)
+          .copy_(p.narrow(2, first - q0, end - first));
+    }
   }
-  BlockedAttentionOutput result;
   result.out = outs.size() == 1 ? outs[0] : torch::cat(outs, 2);  // [B,H,m,d]
-  if (keep_probs) {
-    if (needs.received) result.received = probs.to(torch::kDouble).sum(2);
-    const int64_t r = std::min(needs.last_rows, m);
-    if (r > 0) result.probs = probs.narrow(2, m - r, r);
-  }
   return result;
 }
 
