@@ -413,7 +413,7 @@ torch::Tensor GptNeoxModel::QuantizedAttention(int64_t layer, const torch::Tenso
     if (needs.any()) attended.probs = torch::empty({1, H, 1, n}, torch::kFloat32);
     ql.AttendOne(q.data_ptr<float>(), static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))),
                  out.data_ptr<float>(), needs.any() ? attended.probs.data_ptr<float>() : nullptr);
-    if (evict && policy->NeedsKeyValues()) attended.keys = ql.Keys();
+    if (evict && policy->NeedsKeyValuesNow(layer, req.phase)) attended.keys = ql.Keys();
   } else {
     // Several rows (prefill, a chunk, a PPL window): through the dequantised entries.
     auto keys = ql.Keys();

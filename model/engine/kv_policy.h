@@ -103,6 +103,15 @@ class KvPolicy {
   // attention-based policies, and those that read only `new_keys`): lets the engine skip
   // rotating and reordering the cache for the view.
   virtual bool NeedsKeyValues() const { return true; }
+  // NeedsKeyValues() for the forward about to run SelectKeep on `layer` in `phase`: false when
+  // this call will not read the keys' values (a decoding variant between its compressions), so
+  // a quantised cache need not dequantise every entry for it (the view's keys are then a
+  // shape-only tensor). Never true where NeedsKeyValues() is false.
+  virtual bool NeedsKeyValuesNow(int64_t layer, ForwardPhase phase) const {
+    (void)layer;
+    (void)phase;
+    return NeedsKeyValues();
+  }
   // True when the policy maps slots to logical indices itself (LayerView::slot_rank): the engine
   // then hands it the kernels' per-slot statistics as they are, without reordering them into
   // logical order after every layer of every step (per-step scorers: h2o, tova, knorm).

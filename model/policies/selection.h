@@ -161,6 +161,14 @@ class ScorerPolicy : public KvPolicy {
   bool ActsAfter(ForwardPhase phase) const override {
     return phase != ForwardPhase::kDecode || interval_ > 0;
   }
+  // While decoding, keys are read only at the step that compresses (every `interval` steps).
+  bool NeedsKeyValuesNow(int64_t layer, ForwardPhase phase) const override {
+    if (!NeedsKeyValues()) return false;
+    if (phase != ForwardPhase::kDecode) return true;
+    if (interval_ == 0) return false;
+    if (layer >= static_cast<int64_t>(decode_steps_.size())) return true;
+    return decode_steps_[layer] + 1 >= interval_;  // SelectKeep counts this step first
+  }
 
   // What this scorer reads of every forward, whether or not it compresses after it (the
   // decoding variant's query buffer). SelectKeep calls it; a wrapper (chunkkv) calls it for its

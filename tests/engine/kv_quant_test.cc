@@ -362,6 +362,38 @@ TEST(QuantizedEngine, ComposesWithAnEvictionPolicy) {
   EXPECT_TRUE(torch::isfinite(q2).all().item<bool>());
 }
 
+// Hands everything to `inner` but NeedsKeyValuesNow: the default, dequantised keys at every step.
+class KeysEveryStep : public KvPolicy {
+ public:
+  explicit KeysEveryStep(std::unique_ptr<KvPolicy> inner) : inner_(std::move(inner)) {}
+  std::string name() const override { return inner_->name(); }
+  void Reset(int64_t layers) override { inner_->Reset(layers); }
+  torch::Tensor SelectKeep(const LayerView& v) override { return inner_->SelectKeep(v); }
+  bool ActsAfter(ForwardPhase p) const override { return inner_->ActsAfter(p); }
+  AttentionNeeds attention_needs() const override { return inner_->attention_needs(); }
+  bool NeedsKeyValues() const override { return inner_->NeedsKeyValues(); }
+  bool NeedsValues() const override { return inner_->NeedsValues(); }
+ private:
+  std::unique_ptr<KvPolicy> inner_;
+};
+
+// A decoding variant reads keys only at its compression steps, so a quantised cache dequantises
+// them only then; the selections (and so the logits) are those of dequantising at every step.
+TEST(QuantizedEngine, DecodingVariantGetsRealKeysWhenItCompresses) {
+  auto model = Load();
+  const KvDtype kv = *ParseKvDtype("int2:group=8,residual=16");
+  for (const char* text : {"snapkv:budget=40,window=8,interval=4", "keydiff:budget=40,interval=4"}) {
+    auto lazy = MakePolicy(*ParsePolicySpec(text));
+    ASSERT_TRUE(lazy.ok()) << lazy.status();
+    (*lazy)->Reset(2);
+    auto a = RunLogits(*model, kv, 120, lazy->get());
+    KeysEveryStep every(*MakePolicy(*ParsePolicySpec(text)));
+    every.Reset(2);
+    auto b = RunLogits(*model, kv, 120, &every);
+    EXPECT_TRUE(torch::equal(a, b)) << text;
+  }
+}
+
 TEST(QuantizedEngine, RefusesWhatItCannotRunNamingKvDtype) {
   auto model = Load();
   const KvDtype kv = *ParseKvDtype("int4:group=8,residual=16");
