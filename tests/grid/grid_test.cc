@@ -479,8 +479,8 @@ TEST(GridDocs, ReadmeExampleParses) {
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(g->name, "my-grid");
   // policies 1+2+2=5; datasets 1+2+1=4; workloads 3+2=5; sliding only for `full` (4 other
-  // policies x 4 datasets left out).
-  EXPECT_EQ(g->runs.size(), 5u * 4u * 5u - 4u * 4u);
+  // policies x 4 datasets left out); kv_dtype model and int4.
+  EXPECT_EQ(g->runs.size(), 2u * (5u * 4u * 5u - 4u * 4u));
 }
 
 }  // namespace
