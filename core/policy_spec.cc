@@ -163,6 +163,7 @@ std::vector<PolicySchema> BuildSchemas() {
     alpha.min = 0;
     alpha.max = 1;
     p.params.push_back(alpha);
+    p.uneven_heads = true;
     s.push_back(p);
   }
   return s;
@@ -521,6 +522,15 @@ absl::StatusOr<std::string> PolicyTextAtBudget(const std::string& name, int64_t 
   std::string text = absl::StrCat(name, ":", params);
   RETURN_IF_ERROR(ParsePolicySpec(text).status());
   return text;
+}
+
+std::string WhyPolicyCannotUseKvDtype(const PolicySpec& spec, const KvDtype& kv) {
+  const PolicySchema* schema = FindPolicySchema(spec.name);
+  if (kv.quantized() && schema != nullptr && schema->uneven_heads) {
+    return absl::StrCat("policy ", spec.name, " keeps uneven heads (holes), which a quantised "
+                        "kv_dtype cannot hold; run it with kv_dtype model");
+  }
+  return "";
 }
 
 std::string WhyPolicyCannotRunProtocol(const PolicySpec& spec, const std::string& protocol) {

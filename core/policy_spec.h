@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/kv_dtype.h"
 
 namespace kvgrid {
 
@@ -67,6 +68,9 @@ struct PolicySchema {
   std::string summary;
   std::vector<ParamSchema> params;
   BudgetRule budget;
+  // Its heads keep different numbers of entries (adakv): the policy's KeepsUnevenHeads() stated
+  // torch-free for the grid (tests/policies/policies_test.cc checks the two agree).
+  bool uneven_heads = false;
 };
 
 // Budget rules for a schema. A token count `key` (plus a fixed part `fixed_key`, defaulting to
@@ -96,6 +100,10 @@ bool CompressesOnlyAtPrefill(const PolicySpec& spec);
 // The one rule behind both the grid expander (which leaves such points out) and the workload
 // (which refuses them).
 std::string WhyPolicyCannotRunProtocol(const PolicySpec& spec, const std::string& protocol);
+
+// Why `spec` cannot run over a cache stored as `kv`, or "": a quantised cache holds no holes,
+// so a policy whose heads keep uneven counts cannot use it (the engine refuses it too).
+std::string WhyPolicyCannotUseKvDtype(const PolicySpec& spec, const KvDtype& kv);
 
 // A parameter value as text: integers as they are, lists as [a,b], doubles with `double_digits`
 // significant digits (6 in canonical names and messages; 17 round-trips a double exactly).

@@ -336,6 +336,7 @@ std::string WhyItCannotRun(const RunSpec& s) {
   if (s.kv_dtype.quantized() && s.workload == "generation" && s.generation.batch > 1) {
     return "a quantised kv_dtype runs at batch 1";
   }
+  if (std::string why = WhyPolicyCannotUseKvDtype(s.policy, s.kv_dtype); !why.empty()) return why;
   if (s.workload != "perplexity") return "";
   return WhyPolicyCannotRunProtocol(s.policy, s.perplexity.protocol);
 }

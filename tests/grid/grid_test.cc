@@ -188,6 +188,7 @@ grid:
   policy:
     - {name: full}
     - {name: streaming_llm, window: 60}
+    - {name: adakv, budget: 16, inner: keydiff}
 )", "kivi.yaml");
   ASSERT_TRUE(g.ok()) << g.status();
   std::multiset<std::string> points;
@@ -207,8 +208,13 @@ grid:
   EXPECT_EQ(points.count("full/int2:group=16,residual=64/original"), 2u);
   EXPECT_EQ(points.count("streaming_llm/int4/shifted"), 0u);
   EXPECT_EQ(points.count("full/model/shifted"), 3u);
-  EXPECT_EQ(g->runs.size(), 2u * (2u * 3u + 2u * 2u));
+  // adakv (holes) only with the model dtype: 2 modes x its 2 runnable workload points (streaming
+  // is refused: no decoding variant; generation batch 1 and 2).
+  EXPECT_EQ(points.count("adakv/int4/original"), 0u);
+  EXPECT_EQ(points.count("adakv/model/original"), 2u);
+  EXPECT_EQ(g->runs.size(), 2u * (2u * 3u + 2u * 2u) + 2u * 2u);
   EXPECT_THAT(absl::StrJoin(g->skipped, "; "), HasSubstr("needs position_mode original"));
+  EXPECT_THAT(absl::StrJoin(g->skipped, "; "), HasSubstr("adakv keeps uneven heads"));
 
   std::string error = ErrorOf(R"(name: bad
 kv_dtype: [int4, int3]

@@ -213,6 +213,7 @@ TEST(Registry, MakesEveryPolicyInTheSchemaAndItSelectsValidSlots) {
     auto policy = Make(it->second);
     ASSERT_NE(policy, nullptr);
     EXPECT_EQ(policy->name(), schema.name);
+    EXPECT_EQ(policy->KeepsUnevenHeads(), schema.uneven_heads);  // the grid reads the schema
     policy->Reset(2);
     for (int64_t layer = 0; layer < 2; ++layer) {
       LayerView v = RandomView(16, 2, layer, 2);
