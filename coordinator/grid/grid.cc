@@ -13,6 +13,7 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -330,11 +331,15 @@ absl::Status GridParser::ParseDatasets(const Entry& e, std::vector<DatasetRef>* 
 // Grid points that the workloads would refuse: skipped at expansion (with the reason) rather
 // than stored as runs that can only fail.
 std::string WhyItCannotRun(const RunSpec& s) {
+  // The quantised cache's limits (the engine refuses the same: GptNeoxModel::CheckQuantizedCache).
   if (s.kv_dtype.quantized() && s.position_mode != "original") {
     return "a quantised kv_dtype needs position_mode original (keys quantised after rotary)";
   }
   if (s.kv_dtype.quantized() && s.workload == "generation" && s.generation.batch > 1) {
     return "a quantised kv_dtype runs at batch 1";
+  }
+  if (s.kv_dtype.quantized() && (s.model.dtype != "float32" || absl::StartsWith(s.device, "cuda"))) {
+    return "a quantised kv_dtype runs on the float32 CPU engine";
   }
   if (std::string why = WhyPolicyCannotUseKvDtype(s.policy, s.kv_dtype); !why.empty()) return why;
   if (s.workload != "perplexity") return "";

@@ -6,6 +6,8 @@
 #include <set>
 #include <string>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -224,6 +226,23 @@ grid: {policy: [{name: full}]}
 )");
   EXPECT_THAT(error, HasSubstr("g.yaml:2:"));
   EXPECT_THAT(error, HasSubstr("kv_dtype 'int3'"));
+
+  // The float32 CPU engine only: a float16 model or a CUDA device keeps its model-dtype points.
+  for (const char* where : {"model: [{id: random:pythia-70m, dtype: float16}, random:pythia-70m]\n",
+                            "device: cuda\n"}) {
+    auto h = ParseGridYaml(absl::StrCat("name: h\n", where, R"(kv_dtype: [model, int8]
+datasets: [{name: pg19}]
+workloads: {generation: {prompt_tokens: 64, new_tokens: 8}}
+grid: {policy: [{name: full}]}
+)"), "h.yaml");
+    ASSERT_TRUE(h.ok()) << h.status();
+    for (const auto& r : h->runs) {
+      EXPECT_TRUE(!r.kv_dtype.quantized() || (r.model.dtype == "float32" && r.device != "cuda"))
+          << where << r.ToJson().dump();
+    }
+    EXPECT_EQ(h->runs.size(), absl::StrContains(where, "model:") ? 3u : 1u) << where;
+    EXPECT_THAT(absl::StrJoin(h->skipped, "; "), HasSubstr("float32 CPU engine")) << where;
+  }
 }
 
 // prefill_chunk is an axis for generation and the prefill protocol; elsewhere the point is the
