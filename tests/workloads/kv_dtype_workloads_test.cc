@@ -13,22 +13,15 @@
 #include "core/metric_catalog.h"
 #include "core/policy_spec.h"
 #include "model/engine/gpt_neox.h"
+#include "tests/workloads/workload_test_util.h"
 #include "worker/workloads/generation_timing.h"
 #include "worker/workloads/perplexity.h"
 
 namespace kvgrid {
 namespace {
 
-GptNeoxModel& Model() {
-  static std::unique_ptr<GptNeoxModel> model = [] {
-    torch::set_num_threads(2);
-    auto m = GptNeoxModel::Load(std::string(KVGRID_FIXTURES_DIR) + "/models/tiny-neox-pythia-like",
-                                torch::kFloat32, torch::kCPU);
-    EXPECT_TRUE(m.ok()) << m.status();
-    return std::move(*m);
-  }();
-  return *model;
-}
+using workload_test::kPythiaLike;
+using workload_test::Model;
 
 std::vector<int64_t> Ids(int64_t n) {
   std::vector<int64_t> ids;
@@ -44,7 +37,7 @@ RunResult Ppl(const std::string& protocol, const std::string& policy, const std:
   o.context_tokens = 48;
   o.continuation_tokens = 24;
   o.kv_dtype = *ParseKvDtype(kv);
-  auto r = RunPerplexity(Model(), Ids(144), *ParsePolicySpec(policy), o);
+  auto r = RunPerplexity(Model(kPythiaLike), Ids(144), *ParsePolicySpec(policy), o);
   EXPECT_TRUE(r.ok()) << r.status();
   return *r;
 }
@@ -72,12 +65,12 @@ TEST(KvDtypeWorkloads, GenerationPairsAQuantisedFullCacheWithTheFloatOne) {
   o.contention_wait_s = 0;
   o.kv_dtype = *ParseKvDtype("int4:group=8,residual=16");
   auto ids = Ids(96);
-  auto q = RunGenerationTiming(Model(), ids, *ParsePolicySpec("full"), o);
+  auto q = RunGenerationTiming(Model(kPythiaLike), ids, *ParsePolicySpec("full"), o);
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_GT(q->Value(metric::kBaselineTpotMs), 0);  // the float full cache timed beside it
   o.kv_dtype = KvDtype{};
   o.paired_baseline = false;
-  auto fp = RunGenerationTiming(Model(), ids, *ParsePolicySpec("full"), o);
+  auto fp = RunGenerationTiming(Model(kPythiaLike), ids, *ParsePolicySpec("full"), o);
   ASSERT_TRUE(fp.ok()) << fp.status();
   // d = 16 and G = 8 make scales heavy here (48 B an entry and head against 128 B in float32).
   EXPECT_LT(q->Value(metric::kKvBytesEnd), fp->Value(metric::kKvBytesEnd) * 0.7);
