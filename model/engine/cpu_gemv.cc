@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "model/engine/cpu_features.h"
+
 namespace kvgrid {
 namespace {
 
@@ -89,11 +91,6 @@ KVGRID_AVX2 void WeightedSumAvx2(const float* p, const float* V, int64_t n, int6
   }
 }
 
-bool HasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
-  return has;
-}
 #endif
 
 template <typename T>
@@ -102,7 +99,7 @@ void GemvRows(const T* w, const float* x, const float* b, float* y, int64_t out,
   const int64_t grain = std::max<int64_t>(1, (64 * 1024) / (in * static_cast<int64_t>(sizeof(T))));
   at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
 #if defined(__x86_64__)
-    if (HasAvx2()) {
+    if (CpuHasAvx2FmaF16c()) {
       for (int64_t o = begin; o < end; ++o) y[o] = DotAvx2(w + o * in, x, in) + (b ? b[o] : 0.f);
       return;
     }
@@ -116,7 +113,7 @@ void GemvRows(const T* w, const float* x, const float* b, float* y, int64_t out,
 void AttentionScoresF32(const float* q, const float* K, int64_t n, int64_t d, float scale,
                         float* scores) {
 #if defined(__x86_64__)
-  if (HasAvx2()) {
+  if (CpuHasAvx2FmaF16c()) {
     for (int64_t j = 0; j < n; ++j) scores[j] = DotAvx2(K + j * d, q, d) * scale;
     return;
   }
@@ -126,7 +123,7 @@ void AttentionScoresF32(const float* q, const float* K, int64_t n, int64_t d, fl
 
 void AttentionWeightedSumF32(const float* p, const float* V, int64_t n, int64_t d, float* out) {
 #if defined(__x86_64__)
-  if (HasAvx2()) {
+  if (CpuHasAvx2FmaF16c()) {
     WeightedSumAvx2(p, V, n, d, out);
     return;
   }
