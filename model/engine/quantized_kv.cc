@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include "model/engine/capacity.h"
+#include "model/engine/cpu_gemv.h"
+#include "model/engine/cpu_packed_attention.h"
 #include "model/engine/kv_quant.h"
 
 namespace kvgrid {
@@ -205,25 +207,12 @@ void QuantizedLayer::KeepHead(Head& head, const int64_t* keep, int64_t k) {
   ResizeAndTrim(head.value_residual, out_vr * d_);
 }
 
-// Unpacks one row of `words` packed codes into floats (compile-time shifts: no division per code).
-template <int kBits>
-inline void UnpackRow(const uint32_t* row, int64_t words, float* out) {
-  constexpr int kPerWord = 32 / kBits;
-  constexpr uint32_t kMask = (1u << kBits) - 1u;
-  for (int64_t w = 0; w < words; ++w) {
-    const uint32_t word = row[w];
-    for (int j = 0; j < kPerWord; ++j) out[w * kPerWord + j] = static_cast<float>((word >> (kBits * j)) & kMask);
-  }
-}
-
-template <int kBits>
 void QuantizedLayer::AttendHead(const Head& head, const float* qh, float scale, float* oh,
-                                float* scores, float* scratch) const {
-  const int64_t d = d_, W = words_, G = kv_.group, n = static_cast<int64_t>(head.positions.size());
+                                float* scores, float* qs) const {
+  const int64_t d = d_, W = words_, n = static_cast<int64_t>(head.positions.size());
   const int64_t nk = static_cast<int64_t>(head.key_codes.size()) / W;
   const int64_t nv = static_cast<int64_t>(head.value_codes.size()) / W;
-  float* qs = scratch;         // [d] q_c * s_c of the current key group
-  float* codes = scratch + d;  // [d] one entry's codes as floats
+  const int bits = kv_.bits;
   // Quantised keys, group by group: q·k̂ = Σ_c (q_c s_c) code_c + Σ_c q_c m_c.
   int64_t i = 0;
   for (size_t g = 0; g < head.key_group_size.size(); ++g) {
@@ -234,53 +223,29 @@ void QuantizedLayer::AttendHead(const Head& head, const float* qh, float scale, 
       qs[c] = qh[c] * s[c];
       qz += qh[c] * z[c];
     }
-    for (int64_t e = 0; e < head.key_group_size[g]; ++e, ++i) {
-      UnpackRow<kBits>(&head.key_codes[i * W], W, codes);
-      float dot = qz;
-      for (int64_t c = 0; c < d; ++c) dot += qs[c] * codes[c];
-      scores[i] = dot * scale;
-    }
+    PackedKeyScores(&head.key_codes[i * W], head.key_group_size[g], d, bits, qs, qz, scale, scores + i);
+    i += head.key_group_size[g];
   }
-  for (int64_t t = nk; t < n; ++t) {
-    const float* kt = &head.key_residual[(t - nk) * d];
-    float dot = 0;
-    for (int64_t c = 0; c < d; ++c) dot += qh[c] * kt[c];
-    scores[t] = dot * scale;
-  }
+  if (n > nk) AttentionScoresF32(qh, &head.key_residual[0], n - nk, d, scale, scores + nk);
   const float mx = *std::max_element(scores, scores + n);
   float sum = 0;
   for (int64_t t = 0; t < n; ++t) sum += (scores[t] = std::exp(scores[t] - mx));
   const float inv = 1.0f / sum;
   for (int64_t t = 0; t < n; ++t) scores[t] *= inv;
-  // Values: Σ_t p_t v̂_t with v̂ = code * s + m per channel group of the entry.
+  // Values: Σ_t p_t v̂_t with v̂ = code * s + m per channel group of the entry, then the residual.
   std::fill(oh, oh + d, 0.0f);
-  for (int64_t t = 0; t < nv; ++t) {
-    const float p = scores[t];
-    UnpackRow<kBits>(&head.value_codes[t * W], W, codes);
-    for (int64_t g = 0; g < value_groups_; ++g) {
-      const float ps = p * head.value_scale[t * value_groups_ + g];
-      const float pz = p * head.value_zero[t * value_groups_ + g];
-      for (int64_t c = g * G; c < (g + 1) * G; ++c) oh[c] += ps * codes[c] + pz;
-    }
-  }
-  for (int64_t t = nv; t < n; ++t) {
-    const float p = scores[t];
-    const float* vt = &head.value_residual[(t - nv) * d];
-    for (int64_t c = 0; c < d; ++c) oh[c] += p * vt[c];
-  }
+  if (n > nv) AttentionWeightedSumF32(scores + nv, &head.value_residual[0], n - nv, d, oh);
+  PackedValueSum(scores, head.value_codes.data(), nv, d, bits, kv_.group, head.value_scale.data(),
+                 head.value_zero.data(), oh);
 }
 
 void QuantizedLayer::AttendOne(const float* q, float scale, float* out, float* probs) const {
   const int64_t H = static_cast<int64_t>(heads_.size()), n = length(), d = d_;
   at::parallel_for(0, H, 1, [&](int64_t h0, int64_t h1) {
-    std::vector<float> scores(n), scratch(2 * d);
+    std::vector<float> scores(n), qs(d);
     for (int64_t h = h0; h < h1; ++h) {
       float* row = probs != nullptr ? probs + h * n : scores.data();
-      switch (kv_.bits) {
-        case 2: AttendHead<2>(heads_[h], q + h * d, scale, out + h * d, row, scratch.data()); break;
-        case 4: AttendHead<4>(heads_[h], q + h * d, scale, out + h * d, row, scratch.data()); break;
-        default: AttendHead<8>(heads_[h], q + h * d, scale, out + h * d, row, scratch.data()); break;
-      }
+      AttendHead(heads_[h], q + h * d, scale, out + h * d, row, qs.data());
     }
   });
 }

@@ -69,10 +69,9 @@ class QuantizedLayer {
   void FlushKeys(Head& head, int64_t count);
   void FlushValues(Head& head, int64_t count);
   void KeepHead(Head& head, const int64_t* keep, int64_t k);
-  // AttendOne for one head: scores [n] (the probabilities on return), scratch [2d].
-  template <int kBits>
+  // AttendOne for one head: scores [n] (the probabilities on return), qs [d] scratch.
   void AttendHead(const Head& head, const float* qh, float scale, float* oh, float* scores,
-                  float* scratch) const;
+                  float* qs) const;
   void DequantizeKeys(const Head& head, float* out) const;    // n * d
   void DequantizeValues(const Head& head, float* out) const;  // n * d
 

@@ -6,8 +6,11 @@
 
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "model/engine/cpu_packed_attention.h"
 #include "model/engine/gpt_neox.h"
 #include "model/engine/kv_quant.h"
 #include "model/engine/quantized_kv.h"
@@ -205,10 +208,16 @@ TEST(QuantizedLayer, StoresKeysPerChannelAndValuesPerEntryWithinTheMethodsBound)
 
 // The decode kernel reads the packed codes; it must equal softmax(q·K̂ᵀ/√d)·V̂ on the
 // dequantised entries (computed here in float64).
+// d = 16 takes the portable kernels everywhere; d = 64 (Pythia's heads) and 128 the AVX2 ones
+// where the CPU has them (cpu_packed_attention.h), except int4/int2 with groups of 4.
 TEST(QuantizedLayer, DecodeFromPackedCodesEqualsAttentionOnDequantisedEntries) {
-  for (const char* text : {"int2:group=8,residual=16", "int4:group=16,residual=16", "int8:group=8,residual=8"}) {
+  for (const auto& [text, d] : std::vector<std::pair<const char*, int64_t>>{
+           {"int2:group=8,residual=16", 16}, {"int4:group=16,residual=16", 16}, {"int8:group=8,residual=8", 16},
+           {"int2:group=8,residual=16", 64}, {"int4:group=32,residual=32", 64}, {"int8:group=8,residual=8", 64},
+           {"int4:group=16,residual=16", 128}, {"int4:group=4,residual=16", 64}}) {
+    SCOPED_TRACE(absl::StrCat(text, " d=", d));
     KvDtype kv = *ParseKvDtype(text);
-    const int64_t H = 3, d = 16;
+    const int64_t H = 3;
     QuantizedLayer layer(H, d, kv);
     AppendEntries(layer, 0, 50, H, d);
     layer.Flush();
@@ -223,9 +232,62 @@ TEST(QuantizedLayer, DecodeFromPackedCodesEqualsAttentionOnDequantisedEntries) {
     auto p = torch::softmax(torch::matmul(qt, keys.transpose(-1, -2)) * scale, -1);
     auto want = torch::matmul(p, values).view({H * d});
     auto got = torch::from_blob(out.data(), {H * d}, torch::kFloat32).to(torch::kDouble);
-    EXPECT_LT((got - want).abs().max().item<double>(), 1e-5) << text;
+    EXPECT_LT((got - want).abs().max().item<double>(), 1e-5);
     auto got_p = torch::from_blob(probs.data(), {H * n}, torch::kFloat32).to(torch::kDouble);
-    EXPECT_LT((got_p - p.view({H * n})).abs().max().item<double>(), 1e-6) << text;
+    EXPECT_LT((got_p - p.view({H * n})).abs().max().item<double>(), 1e-6);
+  }
+}
+
+// The vector kernels compute what the portable ones do (same codes, another summation order),
+// for every bit width, several head sizes and value groups, on random packed rows.
+TEST(PackedAttention, VectorKernelsEqualThePortableOnes) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<uint32_t> word;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int vectorised = 0;
+  for (int bits : {2, 4, 8}) {
+    for (int64_t d : {32, 64, 128, 256}) {
+      for (int64_t group : {8, 16, 32}) {
+        if (d % group != 0) continue;
+        SCOPED_TRACE(absl::StrCat("int", bits, " d=", d, " group=", group));
+        vectorised += PackedKernelIsVectorised(d, bits, group);
+        const int64_t n = 37, W = d * bits / 32, groups = d / group;
+        std::vector<uint32_t> rows(n * W);
+        for (auto& w : rows) w = word(rng);
+        std::vector<float> qs(d), p(n), scale(n * groups), zero(n * groups);
+        for (auto* v : {&qs, &p, &scale, &zero}) {
+          for (float& x : *v) x = normal(rng);
+        }
+        std::vector<float> best(n), portable(n);
+        PackedKeyScores(rows.data(), n, d, bits, qs.data(), 0.5f, 0.125f, best.data());
+        PackedKeyScores(rows.data(), n, d, bits, qs.data(), 0.5f, 0.125f, portable.data(),
+                        PackedKernel::kPortable);
+        for (int64_t e = 0; e < n; ++e) {
+          // And both equal the codes read one by one (CodeAt, the packing's definition).
+          double want = 0.5;
+          for (int64_t c = 0; c < d; ++c) want += qs[c] * static_cast<double>(CodeAt(&rows[e * W], c, bits));
+          EXPECT_NEAR(best[e], want * 0.125, 1e-3 * (1 + std::abs(want)));
+          EXPECT_NEAR(best[e], portable[e], 1e-4 * (1 + std::abs(portable[e])));
+        }
+        std::vector<float> out_best(d, 1.0f), out_portable(d, 1.0f);  // both accumulate
+        PackedValueSum(p.data(), rows.data(), n, d, bits, group, scale.data(), zero.data(), out_best.data());
+        PackedValueSum(p.data(), rows.data(), n, d, bits, group, scale.data(), zero.data(),
+                       out_portable.data(), PackedKernel::kPortable);
+        for (int64_t c = 0; c < d; ++c) {
+          double want = 1.0;
+          for (int64_t t = 0; t < n; ++t) {
+            const int64_t g = t * groups + c / group;
+            want += p[t] * (CodeAt(&rows[t * W], c, bits) * static_cast<double>(scale[g]) + zero[g]);
+          }
+          EXPECT_NEAR(out_best[c], want, 1e-3 * (1 + std::abs(want)));
+          EXPECT_NEAR(out_best[c], out_portable[c], 1e-4 * (1 + std::abs(out_portable[c])));
+        }
+      }
+    }
+  }
+  // On an AVX2 machine (every CI and dev machine so far) the vector path really ran.
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    EXPECT_GT(vectorised, 0);
   }
 }
 
