@@ -52,6 +52,36 @@ int64_t SizeBytes(const std::vector<T>& v) {
   return static_cast<int64_t>(v.size() * sizeof(T));
 }
 
+using Run = QuantizedLayer::KeptRun;
+
+std::vector<Run> RunsOf(const int64_t* keep, int64_t k) {
+  std::vector<Run> runs;
+  for (int64_t j = 0; j < k; ++j) {
+    if (!runs.empty() && runs.back().first + runs.back().length == keep[j]) {
+      ++runs.back().length;
+    } else {
+      runs.push_back({keep[j], 1});
+    }
+  }
+  return runs;
+}
+
+// Moves the kept rows that lie in [lo, hi) to the front of `rows` (row i at rows + (i - lo) *
+// width), in order; returns how many there are.
+template <typename T>
+int64_t CompactRows(T* rows, int64_t width, const std::vector<Run>& runs, int64_t lo, int64_t hi) {
+  int64_t out = 0;
+  for (const Run& r : runs) {
+    const int64_t first = std::max(r.first, lo), end = std::min(r.first + r.length, hi);
+    if (first >= end) continue;
+    if (out != first - lo) {
+      std::memmove(rows + out * width, rows + (first - lo) * width, (end - first) * width * sizeof(T));
+    }
+    out += end - first;
+  }
+  return out;
+}
+
 }  // namespace
 
 QuantizedLayer::QuantizedLayer(int64_t num_heads, int64_t head_dim, const KvDtype& kv)
@@ -147,45 +177,37 @@ void QuantizedLayer::FlushValues(Head& head, int64_t count) {
 }
 
 void QuantizedLayer::Keep(const int64_t* keep, int64_t head_stride, int64_t k) {
+  std::vector<Run> runs;
   for (int64_t h = 0; h < static_cast<int64_t>(heads_.size()); ++h) {
-    KeepHead(heads_[h], keep + h * head_stride, k);
+    if (h == 0 || head_stride != 0) runs = RunsOf(keep + h * head_stride, k);
+    KeepHead(heads_[h], runs, k);
   }
 }
 
-void QuantizedLayer::KeepHead(Head& head, const int64_t* keep, int64_t k) {
+void QuantizedLayer::KeepHead(Head& head, const std::vector<KeptRun>& runs, int64_t k) {
+  const int64_t n = static_cast<int64_t>(head.positions.size());
   const int64_t nk = static_cast<int64_t>(head.key_codes.size()) / words_;
   const int64_t nv = static_cast<int64_t>(head.value_codes.size()) / words_;
-  // Every array is compacted in place: kept entries only move towards the front.
-  int64_t out_k = 0, out_v = 0, out_kr = 0, out_vr = 0;
-  for (int64_t j = 0; j < k; ++j) {
-    const int64_t i = keep[j];
-    head.positions[j] = head.positions[i];
-    if (i < nk) {
-      std::memmove(&head.key_codes[out_k * words_], &head.key_codes[i * words_], words_ * sizeof(uint32_t));
-      ++out_k;
-    } else {
-      std::memmove(&head.key_residual[out_kr * d_], &head.key_residual[(i - nk) * d_], d_ * sizeof(float));
-      ++out_kr;
-    }
-    if (i < nv) {
-      std::memmove(&head.value_codes[out_v * words_], &head.value_codes[i * words_], words_ * sizeof(uint32_t));
-      std::memmove(&head.value_scale[out_v * value_groups_], &head.value_scale[i * value_groups_],
-                   value_groups_ * sizeof(float));
-      std::memmove(&head.value_zero[out_v * value_groups_], &head.value_zero[i * value_groups_],
-                   value_groups_ * sizeof(float));
-      ++out_v;
-    } else {
-      std::memmove(&head.value_residual[out_vr * d_], &head.value_residual[(i - nv) * d_], d_ * sizeof(float));
-      ++out_vr;
-    }
-  }
+  // Every array is compacted in place, run by run: kept entries only move towards the front.
+  CompactRows(head.positions.data(), 1, runs, 0, n);
+  const int64_t out_k = CompactRows(head.key_codes.data(), words_, runs, 0, nk);
+  const int64_t out_kr = CompactRows(head.key_residual.data(), d_, runs, nk, n);
+  const int64_t out_v = CompactRows(head.value_codes.data(), words_, runs, 0, nv);
+  CompactRows(head.value_scale.data(), value_groups_, runs, 0, nv);
+  CompactRows(head.value_zero.data(), value_groups_, runs, 0, nv);
+  const int64_t out_vr = CompactRows(head.value_residual.data(), d_, runs, nv, n);
   // Key groups: count the survivors of each; a group with none left frees its scale and zero.
   std::vector<int32_t> survivors(head.key_group_size.size(), 0);
   {
-    int64_t g = 0, group_end = head.key_group_size.empty() ? 0 : head.key_group_size[0];
-    for (int64_t j = 0; j < k && keep[j] < nk; ++j) {
-      while (keep[j] >= group_end) group_end += head.key_group_size[++g];
-      ++survivors[g];
+    size_t g = 0;
+    int64_t group_first = 0;
+    for (const Run& r : runs) {
+      for (int64_t i = r.first, end = std::min(r.first + r.length, nk); i < end;) {
+        while (i >= group_first + head.key_group_size[g]) group_first += head.key_group_size[g++];
+        const int64_t take = std::min(end, group_first + head.key_group_size[g]) - i;
+        survivors[g] += static_cast<int32_t>(take);
+        i += take;
+      }
     }
   }
   int64_t out_g = 0;

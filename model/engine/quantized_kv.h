@@ -27,6 +27,12 @@ namespace kvgrid {
 
 class QuantizedLayer {
  public:
+  // Consecutive entries [first, first + length) that an eviction keeps: a per-step eviction keeps
+  // nearly everything, so a handful of runs describe it and each moves as one block.
+  struct KeptRun {
+    int64_t first, length;
+  };
+
   QuantizedLayer(int64_t num_heads, int64_t head_dim, const KvDtype& kv);
 
   int64_t length() const { return static_cast<int64_t>(heads_[0].positions.size()); }
@@ -68,7 +74,7 @@ class QuantizedLayer {
   };
   void FlushKeys(Head& head, int64_t count);
   void FlushValues(Head& head, int64_t count);
-  void KeepHead(Head& head, const int64_t* keep, int64_t k);
+  void KeepHead(Head& head, const std::vector<KeptRun>& runs, int64_t k);
   // AttendOne for one head: scores [n] (the probabilities on return), qs [d] scratch.
   void AttendHead(const Head& head, const float* qh, float scale, float* oh, float* scores,
                   float* qs) const;
