@@ -19,7 +19,6 @@ namespace {
 
 using workload_test::ExpectInvalid;
 using workload_test::HasSamples;
-using workload_test::kFixtures;
 using workload_test::kPythiaLike;
 using workload_test::Metric;
 using workload_test::Model;
