@@ -338,8 +338,8 @@ std::string WhyItCannotRun(const RunSpec& s) {
   if (s.kv_dtype.quantized() && s.workload == "generation" && s.generation.batch > 1) {
     return "a quantised kv_dtype runs at batch 1";
   }
-  if (s.kv_dtype.quantized() && (s.model.dtype != "float32" || absl::StartsWith(s.device, "cuda"))) {
-    return "a quantised kv_dtype runs on the float32 CPU engine";
+  if (s.kv_dtype.quantized() && (s.model.dtype == "bfloat16" || absl::StartsWith(s.device, "cuda"))) {
+    return "a quantised kv_dtype runs on the CPU engine computing in float32 (float16 weights do)";
   }
   if (std::string why = WhyPolicyCannotUseKvDtype(s.policy, s.kv_dtype); !why.empty()) return why;
   if (s.workload != "perplexity") return "";

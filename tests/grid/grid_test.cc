@@ -227,8 +227,10 @@ grid: {policy: [{name: full}]}
   EXPECT_THAT(error, HasSubstr("g.yaml:2:"));
   EXPECT_THAT(error, HasSubstr("kv_dtype 'int3'"));
 
-  // The float32 CPU engine only: a float16 model or a CUDA device keeps its model-dtype points.
-  for (const char* where : {"model: [{id: random:pythia-70m, dtype: float16}, random:pythia-70m]\n",
+  // The CPU engine computing in float32 only (float16 weights compute in float32 on CPU): a
+  // bfloat16 model or a CUDA device keeps its model-dtype points.
+  for (const char* where : {"model: [{id: random:pythia-70m, dtype: bfloat16}, "
+                            "{id: random:pythia-70m, dtype: float16}, random:pythia-70m]\n",
                             "device: cuda\n"}) {
     auto h = ParseGridYaml(absl::StrCat("name: h\n", where, R"(kv_dtype: [model, int8]
 datasets: [{name: pg19}]
@@ -237,11 +239,11 @@ grid: {policy: [{name: full}]}
 )"), "h.yaml");
     ASSERT_TRUE(h.ok()) << h.status();
     for (const auto& r : h->runs) {
-      EXPECT_TRUE(!r.kv_dtype.quantized() || (r.model.dtype == "float32" && r.device != "cuda"))
+      EXPECT_TRUE(!r.kv_dtype.quantized() || (r.model.dtype != "bfloat16" && r.device != "cuda"))
           << where << r.ToJson().dump();
     }
-    EXPECT_EQ(h->runs.size(), absl::StrContains(where, "model:") ? 3u : 1u) << where;
-    EXPECT_THAT(absl::StrJoin(h->skipped, "; "), HasSubstr("float32 CPU engine")) << where;
+    EXPECT_EQ(h->runs.size(), absl::StrContains(where, "model:") ? 5u : 1u) << where;
+    EXPECT_THAT(absl::StrJoin(h->skipped, "; "), HasSubstr("CPU engine computing in float32")) << where;
   }
 }
 
