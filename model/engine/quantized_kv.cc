@@ -114,15 +114,26 @@ void QuantizedLayer::Append(const float* k, const float* v, int64_t m, int64_t t
 }
 
 void QuantizedLayer::Flush() {
-  for (Head& head : heads_) {
-    const int64_t n = static_cast<int64_t>(head.positions.size());
-    const int64_t key_residual = n - static_cast<int64_t>(head.key_codes.size()) / words_;
-    // Keys: whole blocks of R once the residual holds R (prefill of L: the first R*floor(L/R)).
-    FlushKeys(head, key_residual / kv_.residual * kv_.residual);
-    // Values: every entry older than the newest R.
-    const int64_t value_residual = n - static_cast<int64_t>(head.value_codes.size()) / words_;
-    if (value_residual > kv_.residual) FlushValues(head, value_residual - kv_.residual);
-  }
+  // Heads are independent (and hold equal counts): a flush with more than a decode step's one
+  // value to quantise runs them side by side on the intra-op threads.
+  const Head& first = heads_[0];
+  const int64_t n = static_cast<int64_t>(first.positions.size());
+  const bool large = n - static_cast<int64_t>(first.key_codes.size()) / words_ >= kv_.residual ||
+                     n - static_cast<int64_t>(first.value_codes.size()) / words_ > kv_.residual + 1;
+  const int64_t H = static_cast<int64_t>(heads_.size());
+  at::parallel_for(0, H, large ? 1 : H, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) FlushHead(heads_[h]);
+  });
+}
+
+void QuantizedLayer::FlushHead(Head& head) {
+  const int64_t n = static_cast<int64_t>(head.positions.size());
+  const int64_t key_residual = n - static_cast<int64_t>(head.key_codes.size()) / words_;
+  // Keys: whole blocks of R once the residual holds R (prefill of L: the first R*floor(L/R)).
+  FlushKeys(head, key_residual / kv_.residual * kv_.residual);
+  // Values: every entry older than the newest R.
+  const int64_t value_residual = n - static_cast<int64_t>(head.value_codes.size()) / words_;
+  if (value_residual > kv_.residual) FlushValues(head, value_residual - kv_.residual);
 }
 
 void QuantizedLayer::FlushKeys(Head& head, int64_t count) {

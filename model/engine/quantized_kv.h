@@ -72,6 +72,7 @@ class QuantizedLayer {
     std::vector<float> value_scale, value_zero;  // nv * (d / G)
     std::vector<float> value_residual;    // (n - nv) * d
   };
+  void FlushHead(Head& head);  // Flush() for one head
   void FlushKeys(Head& head, int64_t count);
   void FlushValues(Head& head, int64_t count);
   void KeepHead(Head& head, const std::vector<KeptRun>& runs, int64_t k);
