@@ -332,14 +332,14 @@ absl::Status GridParser::ParseDatasets(const Entry& e, std::vector<DatasetRef>* 
 // than stored as runs that can only fail.
 std::string WhyItCannotRun(const RunSpec& s) {
   // The quantised cache's limits (the engine refuses the same: GptNeoxModel::CheckQuantizedCache).
-  if (s.kv_dtype.quantized() && s.position_mode != "original") {
-    return "a quantised kv_dtype needs position_mode original (keys quantised after rotary)";
-  }
-  if (s.kv_dtype.quantized() && s.workload == "generation" && s.generation.batch > 1) {
-    return "a quantised kv_dtype runs at batch 1";
-  }
-  if (s.kv_dtype.quantized() && (s.model.dtype == "bfloat16" || absl::StartsWith(s.device, "cuda"))) {
-    return "a quantised kv_dtype runs on the CPU engine computing in float32 (float16 weights do)";
+  if (s.kv_dtype.quantized()) {
+    if (s.position_mode != "original") {
+      return "a quantised kv_dtype needs position_mode original (keys quantised after rotary)";
+    }
+    if (s.workload == "generation" && s.generation.batch > 1) return "a quantised kv_dtype runs at batch 1";
+    if (s.model.dtype == "bfloat16" || absl::StartsWith(s.device, "cuda")) {
+      return "a quantised kv_dtype runs on the CPU engine computing in float32 (float16 weights do)";
+    }
   }
   if (std::string why = WhyPolicyCannotUseKvDtype(s.policy, s.kv_dtype); !why.empty()) return why;
   if (s.workload != "perplexity") return "";

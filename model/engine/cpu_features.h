@@ -3,6 +3,11 @@
 // the instructions, so one binary serves any x86-64 machine.
 #pragma once
 
+// The target attribute of those AVX2 paths: exactly the features CpuHasAvx2FmaF16c() checks.
+#if defined(__x86_64__)
+#define KVGRID_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
 namespace kvgrid {
 
 inline bool CpuHasAvx2FmaF16c() {

@@ -33,19 +33,17 @@ float DotPortable(const T* row, const float* x, int64_t n) {
 
 // ---- AVX2 + FMA + F16C row dot products (8 floats per register, 4 independent chains) ----
 #if defined(__x86_64__)
-#define KVGRID_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-KVGRID_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
-KVGRID_AVX2 inline __m256 Load8(const c10::Half* p) {
+KVGRID_TARGET_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+KVGRID_TARGET_AVX2 inline __m256 Load8(const c10::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-KVGRID_AVX2 inline __m256 Load8(const c10::BFloat16* p) {
+KVGRID_TARGET_AVX2 inline __m256 Load8(const c10::BFloat16* p) {
   __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
 template <typename T>
-KVGRID_AVX2 float DotAvx2(const T* row, const float* x, int64_t n) {
+KVGRID_TARGET_AVX2 float DotAvx2(const T* row, const float* x, int64_t n) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
          a3 = _mm256_setzero_ps();
   int64_t i = 0;
@@ -67,7 +65,7 @@ KVGRID_AVX2 float DotAvx2(const T* row, const float* x, int64_t n) {
 
 // out[0..d) = sum_j p[j] * V[j * d ..]: 64 columns at a time in 8 independent accumulators (one
 // pass over V for d <= 64, as in Pythia's heads), so the FMAs are not latency-bound.
-KVGRID_AVX2 void WeightedSumAvx2(const float* p, const float* V, int64_t n, int64_t d, float* out) {
+KVGRID_TARGET_AVX2 void WeightedSumAvx2(const float* p, const float* V, int64_t n, int64_t d, float* out) {
   int64_t e = 0;
   for (; e + 64 <= d; e += 64) {
     __m256 a[8];

@@ -72,22 +72,20 @@ void ValueSumPortable(const float* p, const uint32_t* rows, int64_t n, int64_t d
 // int8 and int4 load 8 words (a word's 4 or 8 codes in one lane); int2 loads 4 words widened to
 // 8 lanes of 16 bits (8 codes each). Either way lane l of chunk k holds channels
 // k*8*P + l*P + j, j < P (P = 4 for int8, else 8), code j at bits [kBits*j, kBits*j + kBits).
+constexpr int PerLane(int bits) { return bits == 8 ? 4 : 8; }
 template <int kBits>
-constexpr int kPerLane = kBits == 8 ? 4 : 8;
+constexpr int kPerLane = PerLane(kBits);
 template <int kBits>
 constexpr int kWordsPerChunk = kBits == 2 ? 4 : 8;
 
 bool Fits(int64_t d, int bits, int64_t group) {
-  const int64_t per_lane = bits == 8 ? 4 : 8;
-  return (bits == 2 || bits == 4 || bits == 8) && d <= kMaxDim && d % (8 * per_lane) == 0 &&
-         (group == 0 || group % per_lane == 0);
+  return (bits == 2 || bits == 4 || bits == 8) && d <= kMaxDim && d % (8 * PerLane(bits)) == 0 &&
+         (group == 0 || group % PerLane(bits) == 0);
 }
 
 #if defined(__x86_64__)
-#define KVGRID_AVX2 __attribute__((target("avx2,fma")))
-
 template <int kBits>
-KVGRID_AVX2 inline __m256i LoadChunk(const uint32_t* words) {
+KVGRID_TARGET_AVX2 inline __m256i LoadChunk(const uint32_t* words) {
   if constexpr (kBits == 2) {
     return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(words)));
   } else {
@@ -95,7 +93,7 @@ KVGRID_AVX2 inline __m256i LoadChunk(const uint32_t* words) {
   }
 }
 
-KVGRID_AVX2 inline float Sum8(__m256 v) {
+KVGRID_TARGET_AVX2 inline float Sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -103,7 +101,7 @@ KVGRID_AVX2 inline float Sum8(__m256 v) {
 }
 
 template <int kBits>
-KVGRID_AVX2 void KeyScoresAvx2(const uint32_t* rows, int64_t n, int64_t d, const float* qs,
+KVGRID_TARGET_AVX2 void KeyScoresAvx2(const uint32_t* rows, int64_t n, int64_t d, const float* qs,
                                float qz, float scale, float* scores) {
   constexpr int P = kPerLane<kBits>;
   const int64_t W = d * kBits / 32, chunks = d / (8 * P);
@@ -133,7 +131,7 @@ KVGRID_AVX2 void KeyScoresAvx2(const uint32_t* rows, int64_t n, int64_t d, const
 }
 
 template <int kBits>
-KVGRID_AVX2 void ValueSumAvx2(const float* p, const uint32_t* rows, int64_t n, int64_t d, int64_t G,
+KVGRID_TARGET_AVX2 void ValueSumAvx2(const float* p, const uint32_t* rows, int64_t n, int64_t d, int64_t G,
                               const float* scale, const float* zero, float* out) {
   constexpr int P = kPerLane<kBits>;
   constexpr int64_t kMaxChunks = kMaxDim / (8 * P);

@@ -24,7 +24,7 @@ void PackedValueSum(const float* p, const uint32_t* rows, int64_t n, int64_t d, 
                     const float* scale, const float* zero, float* out,
                     PackedKernel kernel = PackedKernel::kBest);
 
-// Whether kBest takes the vector path for this layout on this CPU (benchmarks print it).
+// Whether kBest takes the vector path for this layout on this CPU (tests check it ran).
 bool PackedKernelIsVectorised(int64_t d, int bits, int64_t group);
 
 }  // namespace kvgrid
